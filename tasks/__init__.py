@@ -1,0 +1,1 @@
+"""Task adapters that feed the mmattn core."""
