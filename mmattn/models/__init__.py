@@ -1,1 +1,5 @@
+"""Generic compositions of the core layers."""
 
+from .classifier import EncoderClassifier
+
+__all__ = ["EncoderClassifier"]

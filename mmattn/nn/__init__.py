@@ -1,1 +1,51 @@
+"""The attention core: pure torch layers shared by every task adapter."""
 
+from .alibi import ALiBi, alibi_slopes
+from .attention import MultiHeadAttention
+from .config import use_fused_attn
+from .feedforward import Mlp, SwiGLU
+from .kv_cache import KVCache
+from .layers import DecoderLayer, EncoderLayer, LayerCache
+from .masks import causal_mask, merge_masks
+from .patch_embed import PatchEmbed
+from .position import (
+    LearnedPositionalEmbedding,
+    LearnedPositionalEmbedding2D,
+    SinCos2DPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    resample_pos_embed,
+    sincos_2d_table,
+    sinusoidal_table,
+)
+from .regularization import DropPath, LayerScale
+from .rotary import RotaryEmbedding
+from .transformer import Decoder, DecoderCache, Encoder
+
+__all__ = [
+    "ALiBi",
+    "Decoder",
+    "DecoderCache",
+    "DecoderLayer",
+    "DropPath",
+    "Encoder",
+    "EncoderLayer",
+    "KVCache",
+    "LayerCache",
+    "LayerScale",
+    "LearnedPositionalEmbedding",
+    "LearnedPositionalEmbedding2D",
+    "Mlp",
+    "MultiHeadAttention",
+    "PatchEmbed",
+    "RotaryEmbedding",
+    "SinCos2DPositionalEmbedding",
+    "SinusoidalPositionalEncoding",
+    "SwiGLU",
+    "alibi_slopes",
+    "causal_mask",
+    "merge_masks",
+    "resample_pos_embed",
+    "sincos_2d_table",
+    "sinusoidal_table",
+    "use_fused_attn",
+]

@@ -1,1 +1,5 @@
+"""Vision adapter: patch embedding, ViT, image datamodules, the built-in shapes demo."""
 
+from .vit import ViT
+
+__all__ = ["ViT"]

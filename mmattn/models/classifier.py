@@ -1,0 +1,161 @@
+"""EncoderClassifier: any token-grid embedding -> prefix tokens -> positions -> Encoder -> pooling -> linear head."""
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mmattn.nn import Encoder, LearnedPositionalEmbedding2D, SinCos2DPositionalEmbedding
+
+__all__ = ["EncoderClassifier"]
+
+
+class EncoderClassifier(nn.Module):
+    """The ViT/AST family built around any input embedding.
+
+    `embed` maps the raw input to a token grid [B, h, w, D] and exposes `grid_size` (h, w) for the input size the
+    model is built for (images: patches; spectrograms: frequency x time patches; sequences: a 1 x T grid).
+
+    Args:
+        embed: The modality's input embedding.
+        num_classes: Classes of the head; 0 leaves the pooled features unprojected.
+        dim: Token width D (must equal the embedding's output width).
+        depth: Encoder layers.
+        num_heads: Attention heads.
+        mlp_ratio: Feed-forward width over `dim`.
+        qkv_bias: Bias of the query/key/value projections.
+        qk_norm: LayerNorm on queries and keys.
+        class_token: Prepend a learned class token.
+        dist_token: Also prepend a distillation token (DeiT/AST); "cls" pooling then averages both tokens' outputs.
+        pool: "cls" (the class token's output) or "avg" (mean over patch tokens).
+        pos_embed: "learned" (resampled bicubically for another grid), "sincos" (fixed 2-D) or "none".
+        layer_scale: Initial LayerScale value, None to disable.
+        drop_rate: Dropout before the head and on the residual branches.
+        pos_drop_rate: Dropout after adding positions.
+        attn_drop_rate: Dropout on attention weights.
+        drop_path_rate: Stochastic depth rate of the last layer (linear from 0).
+        norm_first: Pre-norm (True) or post-norm layers.
+        fc_norm: LayerNorm after pooling instead of before it; defaults to True for average pooling (as timm).
+        norm_eps: LayerNorm epsilon.
+        ffn: Feed-forward kind, "gelu" or "swiglu".
+
+    Raises:
+        ValueError: On an unknown `pool`/`pos_embed`, or `pool="cls"` without a class token.
+    """
+
+    def __init__(
+        self,
+        embed: nn.Module,
+        *,
+        num_classes: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        class_token: bool = True,
+        dist_token: bool = False,
+        pool: Literal["cls", "avg"] = "cls",
+        pos_embed: Literal["learned", "sincos", "none"] = "learned",
+        layer_scale: float | None = None,
+        drop_rate: float = 0.0,
+        pos_drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        norm_first: bool = True,
+        fc_norm: bool | None = None,
+        norm_eps: float = 1e-6,
+        ffn: Literal["gelu", "swiglu"] = "gelu",
+    ) -> None:
+        super().__init__()
+        if pool not in ("cls", "avg"):
+            raise ValueError(f"pool must be 'cls' or 'avg', got {pool!r}")
+        if pool == "cls" and not class_token:
+            raise ValueError("pool='cls' needs class_token=True; use pool='avg' for a model without class token")
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.embed = embed
+        self.num_classes = num_classes
+        self.dim = dim
+        self.pool = pool
+        self.grid_size = tuple(embed.grid_size)
+        self.num_prefix_tokens = int(class_token) + int(dist_token)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if dist_token else None
+        if pos_embed == "learned":
+            self.pos_embed = LearnedPositionalEmbedding2D(self.grid_size, dim, num_prefix_tokens=self.num_prefix_tokens)
+        elif pos_embed == "sincos":
+            self.pos_embed = SinCos2DPositionalEmbedding(self.grid_size, dim, num_prefix_tokens=self.num_prefix_tokens)
+        elif pos_embed == "none":
+            self.pos_embed = None
+        else:
+            raise ValueError(f"pos_embed must be 'learned', 'sincos' or 'none', got {pos_embed!r}")
+        self.pos_drop = nn.Dropout(pos_drop_rate)
+        use_fc_norm = pool == "avg" if fc_norm is None else fc_norm
+        self.encoder = Encoder(
+            dim,
+            depth,
+            num_heads,
+            mlp_ratio=mlp_ratio,
+            ffn=ffn,
+            dropout=drop_rate,
+            attn_dropout=attn_drop_rate,
+            drop_path=drop_path_rate,
+            layer_scale=layer_scale,
+            qkv_bias=qkv_bias,
+            qk_norm=qk_norm,
+            norm_first=norm_first,
+            norm_eps=norm_eps,
+            final_norm=norm_first and not use_fc_norm,
+        )
+        self.fc_norm = nn.LayerNorm(dim, eps=norm_eps) if use_fc_norm else nn.Identity()
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Truncated-normal(0.02) linear weights and tables, zero biases, tiny prefix tokens (the ViT recipe)."""
+        for m in self.encoder.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        if isinstance(self.head, nn.Linear):
+            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+        for token in (self.cls_token, self.dist_token):
+            if token is not None:
+                nn.init.normal_(token, std=1e-6)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that AdamW should not decay."""
+        names = {"cls_token", "dist_token"}
+        if isinstance(self.pos_embed, LearnedPositionalEmbedding2D):
+            names.add("pos_embed.weight")
+        return names
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """All output tokens [B, P + h*w, D] (P prefix tokens first)."""
+        grid = self.embed(x)  # [B, h, w, D]
+        b, h, w, d = grid.shape
+        tokens = grid.reshape(b, h * w, d)
+        prefix = [t.expand(b, -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        if prefix:
+            tokens = torch.cat([*prefix, tokens], dim=1)
+        if self.pos_embed is not None:
+            tokens = self.pos_embed(tokens, (h, w))
+        return self.encoder(self.pos_drop(tokens))
+
+    def forward_head(self, tokens: Tensor, *, pre_logits: bool = False) -> Tensor:
+        """Pool the tokens and apply the head (or return the pooled features with `pre_logits`)."""
+        if self.pool == "cls":
+            pooled = tokens[:, 0] if self.dist_token is None else tokens[:, :2].mean(dim=1)
+        else:
+            pooled = tokens[:, self.num_prefix_tokens :].mean(dim=1)
+        pooled = self.head_drop(self.fc_norm(pooled))
+        return pooled if pre_logits else self.head(pooled)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits [B, num_classes] for the raw input."""
+        return self.forward_head(self.forward_features(x))
