@@ -76,7 +76,9 @@ class MultiHeadAttention(nn.Module):
         b, n, _ = x.shape
         if context is None:
             qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            return qkv[0], qkv[1], qkv[2]  # each [B, H, N, d]
+            # unbind, not indexing: its backward is one stack instead of three zero-filled [3, B, H, N, d] copies.
+            q, k, v = qkv.unbind(0)  # each [B, H, N, d]
+            return q, k, v
         w, bias = self.qkv.weight, self.qkv.bias
         q = self._split_heads(F.linear(x, w[: self.dim], None if bias is None else bias[: self.dim]))
         if cache is not None and cache.size > 0:
@@ -84,7 +86,8 @@ class MultiHeadAttention(nn.Module):
         m = context.shape[1]
         kv = F.linear(context, w[self.dim :], None if bias is None else bias[self.dim :])
         kv = kv.view(b, m, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return q, kv[0], kv[1]
+        k, v = kv.unbind(0)
+        return q, k, v
 
     def forward(
         self,

@@ -1,0 +1,519 @@
+#!/usr/bin/env python
+"""Benchmark the attention core against torch and timm: attention speed, a ViT-Tiny training step, attention memory.
+
+Prints one JSON object on stdout and nothing else (progress goes to stderr):
+
+    python scripts/bench.py                                  # everything; a few minutes on 2 CPU cores
+    python scripts/bench.py --only attention --repeats 30 --out bench.json
+    python scripts/bench.py --quick                          # tiny shapes, seconds (used by the tests)
+    python scripts/bench.py --device cuda
+
+Method: warm-up calls, then timed repetitions with the candidates interleaved (A, B, C, B, C, A, ...) so drifting
+machine load hits every candidate alike; the median of the repetitions; ratios come from the same process. Peak
+memory of one attention forward+backward is measured in a fresh subprocess per case (`--memory-case`), because on
+CPU the only peak statistic is the process-wide resident set high-water mark.
+"""
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmattn.nn import MultiHeadAttention
+
+SECTIONS = ("attention", "vit", "memory")
+MEMORY_CASES = ("fused", "explicit", "need_weights")
+MIB = 2**20
+
+# (B, N, D, H, causal): a ViT-Tiny-like block, a mid-length sequence, a long one, and the long one causal.
+ATTENTION_SHAPES = [(32, 64, 192, 3, False), (8, 256, 256, 4, False), (4, 1024, 256, 8, False), (4, 1024, 256, 8, True)]
+ATTENTION_SHAPES_QUICK = [(2, 16, 32, 2, False), (2, 32, 32, 4, True)]
+MEMORY_SHAPE = (1, 4096, 256, 4)  # B, N, D, H: one fp32 score matrix is N*N*H*4 bytes = 256 MiB
+MEMORY_SHAPE_QUICK = (1, 1024, 64, 4)
+TARGETS = {"attention ours/torch_mha": 1.0, "attention ours/bare": 1.1, "vit_train_step ours/timm": 1.05}
+
+
+def log(msg: str) -> None:
+    """Progress line on stderr (stdout carries only the JSON)."""
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work so the clock measures it (CUDA launches are asynchronous)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def summarize(samples: list[float]) -> dict[str, float]:
+    """Median, quartiles and min of timings in seconds; the spread shows how much to trust a ratio."""
+    q1, _, q3 = statistics.quantiles(samples, n=4) if len(samples) > 1 else (samples[0],) * 3
+    return {"median_s": statistics.median(samples), "q1_s": q1, "q3_s": q3, "min_s": min(samples), "n": len(samples)}
+
+
+def time_interleaved(
+    candidates: dict[str, Callable[[], None]],
+    *,
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    min_sample_s: float = 0.0,
+) -> tuple[dict[str, list[float]], int]:
+    """Seconds per call of each candidate, `repeats` samples each, taken in interleaved order.
+
+    Each sample averages `inner` calls, chosen after warm-up so one sample lasts at least `min_sample_s` (very short
+    calls are otherwise dominated by timer and scheduling noise). Returns the samples and `inner`.
+    """
+    names = list(candidates)
+
+    def sample(fn: Callable[[], None], inner: int) -> float:
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        sync(device)
+        return (time.perf_counter() - start) / inner
+
+    for _ in range(warmup):
+        for name in names:
+            candidates[name]()
+    slowest = max(sample(candidates[name], 1) for name in names)
+    inner = max(1, math.ceil(min_sample_s / slowest)) if slowest > 0 else 1
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    gc.collect()
+    gc.disable()  # a collection in the middle of one candidate's sample would be charged to it alone
+    try:
+        for r in range(repeats):
+            # Rotate the order too: no candidate always runs right after the same neighbour (caches, clocks).
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                samples[name].append(sample(candidates[name], inner))
+    finally:
+        gc.enable()
+    return samples, inner
+
+
+def ratios(medians: dict[str, float], ours: str = "ours") -> dict[str, float]:
+    """ours / other for every other candidate, from medians measured in this process."""
+    return {f"{ours}/{name}": medians[ours] / t for name, t in medians.items() if name != ours}
+
+
+# --------------------------------------------------------------------------------------------------- attention
+
+
+class BareAttention(nn.Module):
+    """The least code that computes the same function: one packed Linear, SDPA, one output Linear."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, causal: bool = False) -> Tensor:
+        """Self-attention of x [B, N, D]."""
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [B, H, N, d]
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+def attention_candidates(
+    dim: int, num_heads: int, causal: bool, device: torch.device
+) -> tuple[dict[str, Callable[[Tensor], Tensor]], list[nn.Module]]:
+    """Forward functions x -> y of ours, torch.nn.MultiheadAttention and the bare version (ours' weights in all)."""
+    ours = MultiHeadAttention(dim, num_heads).to(device)
+    mha = nn.MultiheadAttention(dim, num_heads, batch_first=True).to(device)
+    bare = BareAttention(dim, num_heads).to(device)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(ours.qkv.weight)
+        mha.in_proj_bias.copy_(ours.qkv.bias)
+        mha.out_proj.weight.copy_(ours.out_proj.weight)
+        mha.out_proj.bias.copy_(ours.out_proj.bias)
+        bare.qkv.load_state_dict(ours.qkv.state_dict())
+        bare.proj.load_state_dict(ours.out_proj.state_dict())
+    mask_cache: dict[int, Tensor] = {}
+
+    def torch_mha(x: Tensor) -> Tensor:
+        mask = None
+        if causal:
+            # MultiheadAttention insists on a mask with is_causal; with need_weights=False it hands SDPA is_causal.
+            n = x.shape[1]
+            if n not in mask_cache:
+                mask_cache[n] = nn.Transformer.generate_square_subsequent_mask(n, device=x.device, dtype=x.dtype)
+            mask = mask_cache[n]
+        # need_weights=False: the default (True) would take the explicit softmax path and be an unfair baseline.
+        return mha(x, x, x, need_weights=False, attn_mask=mask, is_causal=causal)[0]
+
+    fns = {"ours": lambda x: ours(x, causal=causal), "torch_mha": torch_mha, "bare": lambda x: bare(x, causal=causal)}
+    return fns, [ours, mha, bare]
+
+
+def fwd_bwd_step(
+    fn: Callable[[Tensor], Tensor], modules: list[nn.Module], x: Tensor, grad_out: Tensor
+) -> Callable[[], None]:
+    """One forward+backward of `fn` on `x` with a fresh gradient per call, as in training."""
+
+    def step() -> None:
+        for m in modules:
+            m.zero_grad(set_to_none=True)
+        x.grad = None
+        fn(x).backward(grad_out)  # x needs a gradient too: attention sits inside a network
+
+    return step
+
+
+def bench_attention(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Forward+backward time of our attention against torch.nn.MultiheadAttention and bare linear+SDPA."""
+    shapes = ATTENTION_SHAPES_QUICK if args.quick else ATTENTION_SHAPES
+    warmup, repeats = (1, args.repeats or 3) if args.quick else (3, args.repeats or 15)
+    min_sample_s = 0.0 if args.quick else 0.02
+    results = []
+    for b, n, d, h, causal in shapes:
+        torch.manual_seed(0)
+        fns, modules = attention_candidates(d, h, causal, device)
+        x = torch.randn(b, n, d, device=device, requires_grad=True)
+        grad_out = torch.randn(b, n, d, device=device)
+        with torch.no_grad():
+            ref = fns["ours"](x)
+            diffs = {name: (fn(x) - ref).abs().max().item() for name, fn in fns.items() if name != "ours"}
+
+        samples, inner = time_interleaved(
+            {name: fwd_bwd_step(fn, modules, x, grad_out) for name, fn in fns.items()},
+            device=device,
+            warmup=warmup,
+            repeats=repeats,
+            min_sample_s=min_sample_s,
+        )
+        stats = {name: summarize(s) for name, s in samples.items()}
+        medians = {name: s["median_s"] for name, s in stats.items()}
+        entry = {
+            "shape": {"B": b, "N": n, "D": d, "H": h, "causal": causal},
+            "calls_per_sample": inner,
+            "median_s": medians,
+            "stats": stats,
+            "ratio": ratios(medians),
+            "max_abs_diff_vs_ours": diffs,
+        }
+        results.append(entry)
+        pretty = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in medians.items())
+        log(f"attention B={b} N={n} D={d} H={h} causal={causal}: {pretty}; " + _fmt_ratios(entry["ratio"]))
+    return {"warmup": warmup, "repeats": repeats, "what": "forward + backward, fp32, train mode", "results": results}
+
+
+def _fmt_ratios(r: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in r.items())
+
+
+# --------------------------------------------------------------------------------------------------------- ViT
+
+
+def bench_vit(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """One AdamW training step of our ViT-Tiny against the timm model it was built from (same config and weights)."""
+    import timm
+
+    from tasks.vision import ViT
+
+    batch = 2 if args.quick else 32
+    warmup, repeats = (1, args.repeats or 2) if args.quick else (2, args.repeats or 7)
+    torch.manual_seed(0)
+    theirs = timm.create_model("vit_tiny_patch16_224", pretrained=False).to(device)
+    ours = ViT.from_timm(theirs).to(device)
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    y = torch.randint(0, theirs.num_classes, (batch,), device=device)
+    with torch.no_grad():
+        logit_diff = (ours.eval()(x) - theirs.eval()(x)).abs().max().item()
+
+    def make_step(model: nn.Module) -> Callable[[], None]:
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        return step
+
+    samples, _ = time_interleaved(
+        {"ours": make_step(ours), "timm": make_step(theirs)}, device=device, warmup=warmup, repeats=repeats
+    )
+    stats = {name: summarize(s) for name, s in samples.items()}
+    medians = {name: s["median_s"] for name, s in stats.items()}
+    result = {
+        "model": "vit_tiny_patch16_224",
+        "batch": batch,
+        "img_size": 224,
+        "what": "forward, cross-entropy, backward, AdamW step; fp32",
+        "warmup": warmup,
+        "repeats": repeats,
+        "median_s": medians,
+        "stats": stats,
+        "ratio": ratios(medians),
+        "max_abs_logit_diff": logit_diff,
+        "timm_fused_attn": bool(getattr(theirs.blocks[0].attn, "fused_attn", False)),
+        "ours_fused_attn": bool(ours.encoder.layers[0].attn.fused_attn),
+    }
+    log(
+        f"vit_train_step batch={batch}: ours {medians['ours']:.3f} s, timm {medians['timm']:.3f} s; "
+        + _fmt_ratios(result["ratio"])
+    )
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------ memory
+
+
+def _status_kib(field: str) -> int:
+    """A `VmXXX:  123 kB` field of /proc/self/status, in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0); False where that is impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_kib("VmHWM") <= _status_kib("VmRSS") + 4
+    except OSError:
+        return False
+
+
+def _rss_bytes() -> int:
+    """Current RSS where /proc exists, else 0."""
+    try:
+        return _status_kib("VmRSS") * 1024
+    except (OSError, KeyError):
+        return 0
+
+
+def _maxrss_bytes() -> int:
+    """Peak RSS of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def memory_case(case: str, shape: tuple[int, int, int, int], device: torch.device) -> dict[str, Any]:
+    """Peak memory increase of one attention forward+backward over a baseline taken after the inputs exist."""
+    b, n, d, h = shape
+    # The attention module reads the switch at construction; set it either way so the parent's env cannot leak in.
+    os.environ["MMATTN_FUSED_ATTN"] = "0" if case == "explicit" else "1"
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(d, h).to(device)
+
+    def run(x: Tensor, grad_out: Tensor) -> None:
+        attn.zero_grad(set_to_none=True)
+        x.grad = None
+        out = attn(x, need_weights=case == "need_weights")
+        out = out[0] if isinstance(out, tuple) else out
+        out.backward(grad_out)
+
+    # Warm up at a short length: thread pools, oneDNN primitives and lazy inits are not the attention's memory. Short,
+    # because on CPU freed blocks stay in the malloc heap, and the measured run could reuse them without raising RSS.
+    small = torch.randn(b, min(n, 64), d, device=device, requires_grad=True)
+    run(small, torch.ones_like(small))
+    del small
+    attn.zero_grad(set_to_none=True)
+    x = torch.randn(b, n, d, device=device, requires_grad=True)
+    grad_out = torch.randn(b, n, d, device=device)
+    gc.collect()
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+        run(x, grad_out)
+        sync(device)
+        peak, method = torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
+    elif _reset_peak_rss():
+        # The high-water mark now equals the current RSS, so the peak belongs to this one forward+backward.
+        baseline = _status_kib("VmRSS") * 1024
+        run(x, grad_out)
+        peak, method = _status_kib("VmHWM") * 1024, "/proc/self/status VmHWM after clear_refs=5"
+    else:
+        # ru_maxrss cannot be lowered: anything above the current RSS earlier (imports) hides part of the peak.
+        baseline = max(_maxrss_bytes(), _rss_bytes())
+        run(x, grad_out)
+        peak, method = _maxrss_bytes(), "resource.getrusage ru_maxrss"
+    increase = (peak - baseline) / MIB
+    return {"case": case, "peak_increase_mib": increase, "baseline_mib": baseline / MIB, "method": method}
+
+
+def bench_memory(args: argparse.Namespace, device: torch.device, threads: int) -> dict[str, Any]:
+    """Run every memory case in its own fresh interpreter and collect the results."""
+    shape = MEMORY_SHAPE_QUICK if args.quick else MEMORY_SHAPE
+    b, n, d, h = shape
+    # A fixed mmap threshold turns off glibc's adaptive one, which would serve later large tensors from the heap
+    # and keep freed ones resident: every tensor >= 128 KiB is then mapped on allocation and unmapped on free, so
+    # the RSS peak tracks the live tensors (without it the same run measured 50 or 67 MiB at random).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+    procs = {}
+    for case in MEMORY_CASES:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-case", case, "--device", str(device)]
+        cmd += ["--threads", str(threads), "--memory-shape", ",".join(map(str, shape))]
+        # Concurrently: each peak is per process, so they do not disturb one another, and the imports overlap.
+        procs[case] = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)  # stderr passes through
+    cases = {}
+    for case, proc in procs.items():
+        stdout, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory case {case!r} failed with exit code {proc.returncode} (its stderr is above)")
+        cases[case] = json.loads(stdout)
+        log(f"attention_memory {case}: +{cases[case]['peak_increase_mib']:.1f} MiB")
+    peaks = {case: r["peak_increase_mib"] for case, r in cases.items()}
+    return {
+        "shape": {"B": b, "N": n, "D": d, "H": h},
+        "what": "peak memory increase of one self-attention forward+backward, fp32, over a baseline with the inputs",
+        "method": cases["fused"]["method"] + ", MALLOC_MMAP_THRESHOLD_=131072",
+        "peak_increase_mib": peaks,
+        "theoretical_score_matrix_mib": b * h * n * n * 4 / MIB,
+        "cases": "fused: the default; explicit: MMATTN_FUSED_ATTN=0; need_weights: need_weights=True, default module",
+        "ratio": {f"{c}/fused": peaks[c] / peaks["fused"] if peaks["fused"] > 0 else None for c in MEMORY_CASES[1:]},
+    }
+
+
+# -------------------------------------------------------------------------------------------------------- main
+
+
+def check_targets(result: dict[str, Any]) -> dict[str, Any]:
+    """The worst ratio per target across shapes, and whether it is within the limit."""
+    worst: dict[str, float] = {}
+    if "attention" in result:
+        for key in ("ours/torch_mha", "ours/bare"):
+            worst[f"attention {key}"] = max(r["ratio"][key] for r in result["attention"]["results"])
+    if "vit_train_step" in result:
+        worst["vit_train_step ours/timm"] = result["vit_train_step"]["ratio"]["ours/timm"]
+    return {name: {"limit": TARGETS[name], "worst": w, "pass": w <= TARGETS[name]} for name, w in worst.items()}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command line; `--memory-case` and `--memory-shape` are the internal interface of the memory subprocesses."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--quick", action="store_true", help="tiny shapes and few repetitions (for tests)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repetitions per candidate (default 15, ViT 7)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: the usable cores; 1 with --quick)"
+    )
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    p.add_argument("--memory-case", choices=MEMORY_CASES, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--memory-shape", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown or not args.sections:
+        p.error(f"--only {args.only!r}: unknown section(s) {unknown}; choose from {','.join(SECTIONS)}")
+    if args.repeats is not None and args.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {args.repeats}")
+    return args
+
+
+def setup(args: argparse.Namespace) -> tuple[torch.device, int]:
+    """Resolve the device and pin torch's thread count to the cores this process may use."""
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # --quick serves tests, which share the machine with other work: a contended OpenMP barrier costs far more
+    # than two threads gain on tiny shapes (measured: 0.5 ms -> 140 ms per call with both cores busy elsewhere).
+    threads = args.threads or (1 if args.quick else usable)
+    torch.set_num_threads(threads)  # fixed, so runs are comparable and no thread oversubscribes the cores
+    return device, threads
+
+
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (platform.processor() is empty on Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _loadavg() -> list[float] | None:
+    """1/5/15-minute load averages: other work on the machine is the main source of noise in these timings."""
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the selected benchmarks and print the JSON."""
+    args = parse_args(argv)
+    device, threads = setup(args)
+    stdout = sys.stdout
+    if args.memory_case is not None:
+        shape = tuple(int(v) for v in args.memory_shape.split(","))
+        with contextlib.redirect_stdout(sys.stderr):
+            result = memory_case(args.memory_case, shape, device)
+        print(json.dumps(result), file=stdout)
+        return
+
+    load = _loadavg()
+    if device.type == "cpu" and load is not None and load[0] > 0.5:
+        # Other processes on these cores slow down every OpenMP barrier; the ratios survive better than the times.
+        log(f"warning: load average {load[0]:.1f} before starting; timings will be inflated and noisy")
+    start = time.perf_counter()
+    result: dict[str, Any] = {
+        "meta": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "quick": args.quick,
+            "sections": args.sections,
+            "mmattn_fused_attn_env": os.environ.get("MMATTN_FUSED_ATTN"),
+            "loadavg_start": load,
+        }
+    }
+    # Anything a library prints must not corrupt the JSON on stdout.
+    with contextlib.redirect_stdout(sys.stderr):
+        seconds = {}
+        for section, run in (
+            ("attention", lambda: bench_attention(args, device)),
+            ("vit", lambda: bench_vit(args, device)),
+            ("memory", lambda: bench_memory(args, device, threads)),
+        ):
+            if section in args.sections:
+                t0 = time.perf_counter()
+                key = {"vit": "vit_train_step", "memory": "attention_memory"}.get(section, section)
+                result[key] = run()
+                seconds[key] = round(time.perf_counter() - t0, 2)
+        if "vit_train_step" in result:
+            import timm
+
+            result["meta"]["timm"] = timm.__version__
+        result["targets"] = check_targets(result)
+        result["meta"]["section_seconds"] = seconds
+        result["meta"]["loadavg_end"] = _loadavg()
+        result["meta"]["elapsed_s"] = round(time.perf_counter() - start, 2)
+        log(f"done in {result['meta']['elapsed_s']:.1f} s")
+    text = json.dumps(result, indent=2)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text, file=stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""scripts/bench.py as a user runs it: a real subprocess whose stdout must be exactly one JSON object.
+
+Only the structure is checked, and that every ratio is a positive finite number: timings depend on the machine and its
+load, so their values are never asserted here.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+
+
+def _positive_finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """One `--quick` run of every section (about 20 s on 2 cores), shared by the tests of this module."""
+    out = tmp_path_factory.mktemp("bench") / "sub" / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout), out  # fails if anything but the JSON reached stdout
+
+
+@pytest.mark.slow
+def test_meta_and_out_file(quick_run: tuple[dict, Path]) -> None:
+    result, out = quick_run
+    assert json.loads(out.read_text()) == result
+    meta = result["meta"]
+    assert meta["device"] == "cpu" and meta["quick"] is True
+    assert isinstance(meta["torch"], str) and isinstance(meta["timm"], str)
+    assert isinstance(meta["threads"], int) and meta["threads"] >= 1
+    assert set(meta["section_seconds"]) == {"attention", "vit_train_step", "attention_memory"}
+    assert _positive_finite(meta["elapsed_s"])
+
+
+@pytest.mark.slow
+def test_attention_section(quick_run: tuple[dict, Path]) -> None:
+    results = quick_run[0]["attention"]["results"]
+    assert len(results) >= 2 and any(r["shape"]["causal"] for r in results)
+    for r in results:
+        assert set(r["shape"]) == {"B", "N", "D", "H", "causal"}
+        assert set(r["median_s"]) == {"ours", "torch_mha", "bare"}
+        assert set(r["ratio"]) == {"ours/torch_mha", "ours/bare"}
+        assert all(_positive_finite(v) for v in [*r["median_s"].values(), *r["ratio"].values()]), r
+        # The candidates compute the same function; a wrong weight copy would make the timing comparison moot.
+        assert all(diff < 1e-4 for diff in r["max_abs_diff_vs_ours"].values()), r["max_abs_diff_vs_ours"]
+
+
+@pytest.mark.slow
+def test_vit_section(quick_run: tuple[dict, Path]) -> None:
+    vit = quick_run[0]["vit_train_step"]
+    assert vit["model"] == "vit_tiny_patch16_224"
+    assert set(vit["median_s"]) == {"ours", "timm"}
+    assert set(vit["ratio"]) == {"ours/timm"}
+    assert all(_positive_finite(v) for v in [*vit["median_s"].values(), *vit["ratio"].values()]), vit
+    assert vit["max_abs_logit_diff"] < 1e-4
+
+
+@pytest.mark.slow
+def test_memory_section(quick_run: tuple[dict, Path]) -> None:
+    mem = quick_run[0]["attention_memory"]
+    assert set(mem["shape"]) == {"B", "N", "D", "H"}
+    assert set(mem["peak_increase_mib"]) == {"fused", "explicit", "need_weights"}
+    assert all(_positive_finite(v) for v in mem["peak_increase_mib"].values()), mem
+    assert all(_positive_finite(v) for v in mem["ratio"].values()), mem["ratio"]
+    assert _positive_finite(mem["theoretical_score_matrix_mib"])
+
+
+@pytest.mark.slow
+def test_targets_listed(quick_run: tuple[dict, Path]) -> None:
+    targets = quick_run[0]["targets"]
+    assert set(targets) == {"attention ours/torch_mha", "attention ours/bare", "vit_train_step ours/timm"}
+    for t in targets.values():
+        assert _positive_finite(t["worst"]) and _positive_finite(t["limit"]) and isinstance(t["pass"], bool)
+
+
+def test_unknown_section_is_rejected() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--only", "attention,speed"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert "speed" in proc.stderr and proc.stdout == ""
