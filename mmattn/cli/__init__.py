@@ -1,1 +1,1 @@
-
+"""Hydra entry points: `mmattn-train` (`train(cfg)`) and `mmattn-eval` (`evaluate(cfg)`)."""

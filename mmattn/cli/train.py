@@ -1,4 +1,75 @@
+"""`mmattn-train`: fit a model from the Hydra config, test its best checkpoint, write metrics.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
 import hydra
+from omegaconf import DictConfig
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured module on the configured data, optionally test the best checkpoint; return final metrics.
+
+    Args:
+        cfg: The composed `train` config (data, model, module, trainer, logger, callbacks, paths, ...).
+
+    Returns:
+        Flat `{name: value}` of the final metrics (also written to `<run dir>/metrics.json` by rank 0).
+    """
+    # Heavy imports stay here so that config errors and --help answer without loading torch and Lightning.
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+    from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+    from mmattn.cli import utils
+    from mmattn.lit import ConfigInCheckpoint
+
+    utils.use_hydra_logging()
+    utils.make_paths_absolute(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    rank_zero_info(f"instantiating data <{cfg.data._target_}>, model <{cfg.model._target_}>")
+    datamodule = instantiate(cfg.data)
+    net = instantiate(cfg.model)
+    module = instantiate(cfg.module, net=net)
+    callbacks = utils.instantiate_group(cfg.get("callbacks"), pl.Callback)
+    # The resolved config rides along in every checkpoint, so mmattn-eval can rebuild the model from it alone.
+    callbacks.append(ConfigInCheckpoint(utils.plain_config(cfg)))
+    loggers = utils.instantiate_group(cfg.get("logger"), pl.loggers.Logger)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    utils.log_hyperparameters(trainer, cfg, module)
+    ckpt_path = utils.resolve_ckpt_path(cfg.get("ckpt_path"), trainer)
+
+    with utils.ddp_children_share_run_dir(run_dir, trainer):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = utils.collect_metrics(trainer)
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None and checkpoint.best_model_score is not None:
+            metrics[f"{checkpoint.monitor}_best"] = float(checkpoint.best_model_score)
+        if cfg.get("test"):
+            best = getattr(checkpoint, "best_model_path", "")
+            if not best:
+                rank_zero_warn("no best checkpoint was saved; testing the weights at the end of training")
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+            metrics.update(utils.collect_metrics(trainer))
+
+    utils.finish(f"mmattn-train: {cfg.get('task_name', 'train')}", trainer, metrics, run_dir)
+    return metrics
+
+
 @hydra.main(version_base="1.3", config_path="pkg://mmattn.configs", config_name="train")
-def main(cfg):
-    print(cfg)
+def _main(cfg: DictConfig) -> None:
+    """Hydra entry point; see configs/train.yaml for the options."""
+    train(cfg)
+
+
+def main() -> None:
+    """Console script `mmattn-train` (also `python -m mmattn.train`)."""
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""ClassificationModule: trains any encoder adapter that maps inputs to class logits (images, spectrograms, ...)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from mmattn.lit.optim import build_scheduler, weight_decay_groups
+
+Batch = Sequence[torch.Tensor]
+
+
+class ClassificationModule(LightningModule):
+    """Supervised classification of `(inputs, labels)` batches with a built network `net` that returns logits.
+
+    Nothing here depends on the modality: `net` maps a batch of inputs to `[B, num_classes]` logits.
+
+    Args:
+        net: Built network, called as `net(inputs)`.
+        num_classes: Number of classes; checked against `net.num_classes` and the datamodule's `num_classes`.
+        optimizer: Partially applied optimizer class (Hydra `_partial_: true`), completed with parameter groups.
+            Only needed for training.
+        scheduler: Learning-rate schedule options for `mmattn.lit.optim.build_scheduler`; None = constant lr.
+        weight_decay: Decay for weights; biases, norms, 1-D params and `net.no_weight_decay()` get none.
+        label_smoothing: Label smoothing of the training cross-entropy (validation and test use none).
+        mixup: Callable `(inputs, labels) -> (inputs, soft_targets)` applied to training batches, e.g. a
+            `timm.data.Mixup`; the loss then uses soft targets and `train/acc` is not logged.
+        compile: `torch.compile` the network in place (parameter names and checkpoints stay the same).
+        top_k: Accuracies to report on validation and test; k=1 is `acc`, others `acc_top{k}` (only if k < classes).
+
+    Raises:
+        ValueError: Inconsistent class counts or out-of-range options.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        *,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        weight_decay: float = 0.0,
+        label_smoothing: float = 0.0,
+        mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        compile: bool = False,
+        top_k: Sequence[int] = (1, 5),
+    ) -> None:
+        super().__init__()
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}; set data.num_classes")
+        net_classes = getattr(net, "num_classes", None)
+        if isinstance(net_classes, int) and net_classes != num_classes:
+            raise ValueError(
+                f"the network has {net_classes} outputs but num_classes={num_classes}; set model.num_classes and "
+                "module.num_classes to the same value (both default to ${data.num_classes})"
+            )
+        mixup_classes = getattr(mixup, "num_classes", None)
+        if isinstance(mixup_classes, int) and mixup_classes != num_classes:
+            raise ValueError(
+                f"mixup.num_classes={mixup_classes} but num_classes={num_classes}; set module.mixup.num_classes to "
+                "${data.num_classes}"
+            )
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}; fix module.label_smoothing")
+        if not top_k or any(int(k) < 1 for k in top_k):
+            raise ValueError(f"top_k must be a non-empty list of positive ints, got {list(top_k)}; fix module.top_k")
+        optimizer_wd = getattr(optimizer, "keywords", {}).get("weight_decay")
+        if optimizer_wd is not None:
+            raise ValueError(
+                f"module.optimizer.weight_decay={optimizer_wd} would be ignored: weight decay is set per parameter "
+                "group; remove it from module.optimizer and set module.weight_decay instead"
+            )
+
+        self.net = net
+        self.num_classes = int(num_classes)
+        self.optimizer_factory = optimizer
+        self.scheduler_options = dict(scheduler) if scheduler else None
+        self.weight_decay = float(weight_decay)
+        self.label_smoothing = float(label_smoothing)
+        self.mixup = mixup
+        self.compile_net = bool(compile)
+        self._warned_odd_batch = False
+        # Plain values only: checkpoints must load with weights_only=True, and `net`, `optimizer`, `mixup` are
+        # rebuilt from the config (stored in the checkpoint by the CLI) rather than pickled.
+        self.save_hyperparameters(
+            {
+                "num_classes": self.num_classes,
+                "scheduler": self.scheduler_options,
+                "weight_decay": self.weight_decay,
+                "label_smoothing": self.label_smoothing,
+                "compile": self.compile_net,
+                "top_k": [int(k) for k in top_k],
+            }
+        )
+
+        self.train_metrics = MetricCollection({"acc": self._accuracy(1)}, prefix="train/")
+        val_test = {("acc" if k == 1 else f"acc_top{k}"): k for k in sorted({int(k) for k in top_k})}
+        val_test = {name: k for name, k in val_test.items() if k == 1 or k < self.num_classes}
+        self.val_metrics = MetricCollection({n: self._accuracy(k) for n, k in val_test.items()}, prefix="val/")
+        self.test_metrics = MetricCollection({n: self._accuracy(k) for n, k in val_test.items()}, prefix="test/")
+
+    def _accuracy(self, k: int) -> MulticlassAccuracy:
+        """Micro-averaged (plain) top-k accuracy."""
+        return MulticlassAccuracy(num_classes=self.num_classes, top_k=k, average="micro")
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Return the logits `[B, num_classes]` of `inputs`."""
+        return self.net(inputs)
+
+    def setup(self, stage: str) -> None:
+        """Check the datamodule's class count and compile the net once if asked."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        data_classes = getattr(datamodule, "num_classes", None)
+        if data_classes is not None and int(data_classes) != self.num_classes:
+            raise ValueError(
+                f"the datamodule has {data_classes} classes but the module was built for num_classes="
+                f"{self.num_classes}; set data.num_classes={data_classes} (model.num_classes and module.num_classes "
+                "follow it through ${data.num_classes}) or point the data config at the right dataset"
+            )
+        if self.compile_net and not getattr(self, "_compiled", False):
+            self.net.compile()
+            self._compiled = True
+
+    def _split(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unpack an `(inputs, labels)` batch."""
+        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+            raise ValueError(
+                f"ClassificationModule expects (inputs, labels) batches, got {type(batch).__name__}"
+                f"{f' of length {len(batch)}' if isinstance(batch, (list, tuple)) else ''}"
+            )
+        return batch[0], batch[1]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """Cross-entropy on hard labels, or on mixed soft targets when `mixup` is set."""
+        inputs, labels = self._split(batch)
+        if self.mixup is not None and inputs.shape[0] >= 2:
+            if inputs.shape[0] % 2:
+                # timm's Mixup pairs samples, so it needs an even batch: drop one sample of this batch.
+                if not self._warned_odd_batch:
+                    rank_zero_warn(
+                        f"mixup needs even batches; dropping one sample from a batch of {inputs.shape[0]} "
+                        "(set an even data.batch_size and drop_last for the train loader to avoid it)"
+                    )
+                    self._warned_odd_batch = True
+                inputs, labels = inputs[:-1], labels[:-1]
+            inputs, targets = self.mixup(inputs, labels)
+            loss = F.cross_entropy(self(inputs), targets)
+        else:
+            logits = self(inputs)
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+            if self.mixup is None:
+                self.train_metrics.update(logits.detach(), labels)
+                self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=labels.shape[0])
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=labels.shape[0])
+        return loss
+
+    def _eval_step(self, batch: Batch, metrics: MetricCollection, stage: str) -> torch.Tensor:
+        """Shared validation/test step: plain cross-entropy and top-k accuracies."""
+        inputs, labels = self._split(batch)
+        logits = self(inputs)
+        loss = F.cross_entropy(logits, labels)
+        metrics.update(logits, labels)
+        batch_size = labels.shape[0]
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """Log `val/loss`, `val/acc` and `val/acc_top{k}`."""
+        return self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """Log `test/loss`, `test/acc` and `test/acc_top{k}`."""
+        return self._eval_step(batch, self.test_metrics, "test")
+
+    def configure_optimizers(self) -> Any:
+        """Optimizer over weight-decay groups, plus the per-step warmup + cosine schedule when configured."""
+        if self.optimizer_factory is None:
+            raise ValueError(
+                "ClassificationModule has no optimizer; set module.optimizer, e.g. "
+                "{_target_: torch.optim.AdamW, _partial_: true, lr: 1e-3}"
+            )
+        optimizer = self.optimizer_factory(weight_decay_groups(self.net, self.weight_decay))
+        if not self.scheduler_options:
+            return optimizer
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps):
+            raise ValueError(
+                "the learning-rate schedule needs a finite run length; set trainer.max_epochs or trainer.max_steps "
+                "(or module.scheduler=null for a constant learning rate)"
+            )
+        # estimated_stepping_batches loaded the train loader, so num_training_batches is known (per process).
+        batches = self.trainer.num_training_batches
+        accumulate = self.trainer.accumulate_grad_batches
+        steps_per_epoch = math.ceil(batches / accumulate) if math.isfinite(batches) else total_steps
+        scheduler = build_scheduler(
+            optimizer, self.scheduler_options, total_steps=int(total_steps), steps_per_epoch=max(1, steps_per_epoch)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

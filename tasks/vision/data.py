@@ -1,0 +1,132 @@
+"""Image datasets and checks behind the vision datamodules: ImageFolder trees, CIFAR files, transformed views."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+class TransformedSubset(Dataset):
+    """A view of `dataset` (which yields PIL images) restricted to `indices`, with its own `transform`."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int] | None, transform: Callable | None) -> None:
+        self.dataset = dataset
+        self.indices = list(range(len(dataset))) if indices is None else list(indices)  # type: ignore[arg-type]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        img, target = self.dataset[self.indices[i]]
+        return (self.transform(img) if self.transform is not None else img), target
+
+
+class ImageFolderDataset(ImageFolder):
+    """ImageFolder that ignores hidden folders (`.ipynb_checkpoints`, ...), matching `check_image_folder`."""
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        classes = _class_dirs(Path(directory))
+        return classes, {c: i for i, c in enumerate(classes)}
+
+
+def _class_dirs(path: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+
+
+def check_image_folder(path: Path, option: str = "data.root") -> list[str]:
+    """Check that `path` is a usable ImageFolder tree (`path/<class>/<image>`) and return its sorted class names.
+
+    Raises:
+        FileNotFoundError: `path` is not a folder; the message names `option`, the setting that points at it.
+        ValueError: `path` has no class folders, or a class folder holds no image.
+    """
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"no image folder at {path}; point {option} at an ImageFolder tree (root/<class>/<image>)"
+        )
+    classes = _class_dirs(path)
+    if not classes:
+        raise ValueError(f"{path} holds no class folders; an ImageFolder tree looks like {path}/<class>/<image>")
+    for name in classes:
+        files = (f for _, _, fs in os.walk(path / name, followlinks=True) for f in fs)
+        if not any(f.lower().endswith(IMG_EXTENSIONS) for f in files):
+            raise ValueError(f"class folder {path / name} holds no images (extensions {', '.join(IMG_EXTENSIONS)})")
+    return classes
+
+
+def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split indices per class so that each class keeps `val_fraction` of its samples (at least one) for val."""
+    rng = np.random.default_rng(seed)
+    targets_arr = np.asarray(targets)
+    train, val = [], []
+    for c in np.unique(targets_arr):
+        idx = rng.permutation(np.flatnonzero(targets_arr == c))
+        n_val = min(max(1, round(len(idx) * val_fraction)), len(idx) - 1) if len(idx) > 1 else 0
+        val += idx[:n_val].tolist()
+        train += idx[n_val:].tolist()
+    return sorted(train), sorted(val)
+
+
+def image_folder_splits(
+    root: Path, val_fraction: float = 0.1, seed: int = 0
+) -> tuple[dict[str, tuple[Dataset, list[int] | None]], list[str]]:
+    """Find the train/val[/test] splits of an ImageFolder tree.
+
+    With `root/train`, the splits are `root/{train,val[,test]}`, which must hold the same class folders; otherwise
+    `root` itself is split per class into train/val by `val_fraction` and `seed`.
+
+    Returns:
+        `{split: (dataset, indices)}` (indices None = all; no "test" key without a test split) and the class names.
+
+    Raises:
+        FileNotFoundError: `root` (or `root/val` next to `root/train`) does not exist.
+        ValueError: A split is empty or the splits disagree on the class folders.
+    """
+    if not (root / "train").is_dir():
+        classes = check_image_folder(root)
+        full = ImageFolderDataset(root)
+        train_idx, val_idx = stratified_split(full.targets, val_fraction, seed)
+        return {"train": (full, train_idx), "val": (full, val_idx)}, classes
+
+    paths = {split: root / split for split in ("train", "val", "test") if (root / split).is_dir()}
+    if "val" not in paths:
+        raise FileNotFoundError(f"{root} has a train/ folder but no val/ folder; add {root / 'val'}/<class>/<image>")
+    found = {split: check_image_folder(path) for split, path in paths.items()}
+    for split, classes in found.items():
+        if classes != found["train"]:
+            only_train = sorted(set(found["train"]) - set(classes))
+            only_here = sorted(set(classes) - set(found["train"]))
+            raise ValueError(
+                f"class folders differ between {paths['train']} and {paths[split]}: only in train: {only_train}, "
+                f"only in {split}: {only_here}; both need the same class folders"
+            )
+    return {split: (ImageFolderDataset(path), None) for split, path in paths.items()}, found["train"]
+
+
+# torchvision checks the md5 of every CIFAR file on each construction. We keep its file-existence check but drop the
+# sums: download still verifies the archive's md5, re-hashing 180 MB on every setup of every rank buys little over the
+# unpickling that follows, and the sums reject small fixtures written in the same on-disk format.
+class CIFAR10Dataset(CIFAR10):
+    """torchvision's CIFAR10 reader without per-file md5 checks."""
+
+    train_list = [[name, None] for name, _ in CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in CIFAR10.test_list]
+    meta = {**CIFAR10.meta, "md5": None}
+
+
+class CIFAR100Dataset(CIFAR100):
+    """torchvision's CIFAR100 reader without per-file md5 checks."""
+
+    train_list = [[name, None] for name, _ in CIFAR100.train_list]
+    test_list = [[name, None] for name, _ in CIFAR100.test_list]
+    meta = {**CIFAR100.meta, "md5": None}

@@ -1,0 +1,293 @@
+"""Image-classification datamodules: any ImageFolder tree, CIFAR-10/100, and the built-in "shapes" demo set."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from torch.utils.data import DataLoader, Dataset
+
+from tasks.vision.data import (
+    CIFAR10_CLASSES,
+    CIFAR10Dataset,
+    CIFAR100Dataset,
+    TransformedSubset,
+    image_folder_splits,
+)
+from tasks.vision.shapes import SHAPE_CLASSES, make_shapes
+
+
+class ImageClassificationDataModule(L.LightningDataModule):
+    """Base datamodule: timm transforms, loaders and the `classes`/`num_classes` bookkeeping shared by all sources.
+
+    Subclasses implement `_load()`, returning the train/val/test datasets (yielding PIL images) and the class names.
+
+    Args:
+        batch_size: Samples per batch (per process under DDP).
+        num_workers: DataLoader worker processes.
+        pin_memory: Pin host memory (helps GPU training).
+        persistent_workers: Keep workers alive between epochs (only when `num_workers > 0`).
+        drop_last: Drop the last incomplete training batch (batch-wise Mixup needs equal, even batches).
+        img_size: Side of the square model input.
+        auto_augment: timm augmentation policy, e.g. "rand-m9-mstd0.5-inc1" (RandAugment); None disables it.
+        re_prob: Random-erasing probability.
+        hflip: Horizontal-flip probability.
+        vflip: Vertical-flip probability.
+        scale: Area range of the random-resized crop; (1.0, 1.0) only resizes. ImageNet recipes use (0.08, 1.0).
+        ratio: Aspect-ratio range of the random-resized crop.
+        color_jitter: Colour-jitter strength; None disables it (timm also disables it when auto_augment is on).
+        crop_pct: Eval centre-crop fraction; 1.0 keeps the whole image (right for small images).
+        interpolation: Resize interpolation ("bilinear", "bicubic", "random" for training).
+        mean: Per-channel normalisation mean.
+        std: Per-channel normalisation std.
+        num_classes: Expected number of classes; checked against the data in `setup()`.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        drop_last: bool = True,
+        img_size: int = 224,
+        auto_augment: str | None = None,
+        re_prob: float = 0.0,
+        hflip: float = 0.5,
+        vflip: float = 0.0,
+        scale: Sequence[float] = (0.8, 1.0),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+        color_jitter: float | None = None,
+        crop_pct: float = 1.0,
+        interpolation: str = "bilinear",
+        mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+        std: Sequence[float] = IMAGENET_DEFAULT_STD,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if not 0 < crop_pct <= 1:
+            raise ValueError(f"crop_pct {crop_pct} must be in (0, 1]; 1.0 keeps the whole image")
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"scale {tuple(scale)} must be (low, high) with 0 < low <= high <= 1")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.drop_last = drop_last
+        self.img_size = img_size
+        self.num_classes = num_classes
+        self.classes: list[str] | None = None
+        common = dict(interpolation=interpolation, mean=tuple(map(float, mean)), std=tuple(map(float, std)))
+        self.train_transform = create_transform(
+            img_size,
+            is_training=True,
+            auto_augment=auto_augment,
+            re_prob=re_prob,
+            hflip=hflip,
+            vflip=vflip,
+            scale=tuple(map(float, scale)),
+            ratio=tuple(map(float, ratio)),
+            color_jitter=color_jitter,
+            **common,
+        )
+        # "random" interpolation is a training-only choice; evaluation must be deterministic.
+        common["interpolation"] = "bilinear" if interpolation == "random" else interpolation
+        self.eval_transform = create_transform(img_size, is_training=False, crop_pct=crop_pct, **common)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def _load(self) -> tuple[Dataset, Dataset, Dataset, list[str]]:
+        """Return (train, val, test) datasets of PIL images with targets, and the class names."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the datasets (once) and set `classes` and `num_classes`."""
+        if self.train_set is not None:
+            return
+        train, val, test, classes = self._load()
+        if self.num_classes is not None and self.num_classes != len(classes):
+            raise ValueError(
+                f"num_classes is {self.num_classes} but the data has {len(classes)} classes; "
+                f"set num_classes to {len(classes)} (or leave it unset)"
+            )
+        self.classes, self.num_classes = list(classes), len(classes)
+        self.train_set, self.val_set, self.test_set = train, val, test
+
+    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            # A set smaller than one batch would yield no batch at all; keep its single short batch instead.
+            drop_last=train and self.drop_last and len(dataset) >= self.batch_size,  # type: ignore[arg-type]
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches with training augmentation."""
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches with the eval transform."""
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches with the eval transform."""
+        return self._loader(self.test_set, train=False)
+
+
+class ImageFolderDataModule(ImageClassificationDataModule):
+    """Any ImageFolder tree: `root/{train,val[,test]}/<class>/<image>`, or `root/<class>/<image>` split by seed.
+
+    Args:
+        root: Dataset folder. With a `train/` subfolder, `val/` is required and `test/` optional (test = val
+            without it); otherwise `root` itself is split per class into train/val (test = val).
+        val_fraction: Share of each class held out for validation when `root` has no `train/` subfolder.
+        seed: Seed of that split.
+        **kwargs: Options of `ImageClassificationDataModule` (batch size, transforms, ...).
+    """
+
+    def __init__(self, root: str | Path, *, val_fraction: float = 0.1, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction {val_fraction} must be in (0, 1), e.g. 0.1")
+        self.root = Path(root).expanduser()
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.save_hyperparameters(logger=False)
+
+    def _load(self) -> tuple[Dataset, Dataset, Dataset, list[str]]:
+        splits, classes = image_folder_splits(self.root, self.val_fraction, self.seed)
+        train = TransformedSubset(*splits["train"], self.train_transform)
+        val = TransformedSubset(*splits["val"], self.eval_transform)
+        test = TransformedSubset(*splits["test"], self.eval_transform) if "test" in splits else val
+        return train, val, test, classes
+
+
+class CIFARDataModule(ImageClassificationDataModule):
+    """CIFAR-10/100 from torchvision's on-disk format under `root`; val = `val_size` training images chosen by seed.
+
+    Args:
+        root: Folder holding `cifar-10-batches-py/` or `cifar-100-python/`.
+        name: "cifar10" or "cifar100".
+        download: Download into `root` when missing (in `prepare_data`, i.e. once per node).
+        val_size: Training images held out for validation; the official test set is the test split.
+        seed: Seed of the validation split.
+        **kwargs: Options of `ImageClassificationDataModule`; `img_size` defaults to 32 here.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        name: str = "cifar10",
+        *,
+        download: bool = False,
+        val_size: int = 5000,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        if name not in ("cifar10", "cifar100"):
+            raise ValueError(f"name {name!r} is not a CIFAR dataset; choose 'cifar10' or 'cifar100'")
+        if val_size < 1:
+            raise ValueError(f"val_size must be >= 1, got {val_size}")
+        kwargs.setdefault("img_size", 32)
+        kwargs.setdefault("num_classes", 10 if name == "cifar10" else 100)
+        super().__init__(**kwargs)
+        self.root = Path(root).expanduser()
+        self.name = name
+        self.download = download
+        self.val_size = val_size
+        self.seed = seed
+        self.classes = list(CIFAR10_CLASSES) if name == "cifar10" else None
+        self._dataset_cls = CIFAR10Dataset if name == "cifar10" else CIFAR100Dataset
+        self.save_hyperparameters(logger=False)
+
+    def prepare_data(self) -> None:
+        """Download the dataset if `download=True` (Lightning calls this on one process per node)."""
+        if self.download:
+            for train in (True, False):
+                self._dataset_cls(self.root, train=train, download=True)
+
+    def _load(self) -> tuple[Dataset, Dataset, Dataset, list[str]]:
+        if not (self.root / self._dataset_cls.base_folder).is_dir():
+            pretty = "CIFAR-10" if self.name == "cifar10" else "CIFAR-100"
+            raise FileNotFoundError(f"{pretty} not found at {self.root}; pass data.download=true to download it")
+        train_full = self._dataset_cls(self.root, train=True)
+        test_full = self._dataset_cls(self.root, train=False)
+        n = len(train_full)
+        if self.val_size >= n:
+            raise ValueError(f"val_size {self.val_size} must be smaller than the {n} training images; lower val_size")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        train = TransformedSubset(train_full, sorted(perm[self.val_size :]), self.train_transform)
+        val = TransformedSubset(train_full, sorted(perm[: self.val_size]), self.eval_transform)
+        test = TransformedSubset(test_full, None, self.eval_transform)
+        return train, val, test, list(train_full.classes)
+
+
+class ShapesDataModule(ImageFolderDataModule):
+    """The built-in "shapes" demo set: generated once under `root/shapes`, then read as an ImageFolder tree.
+
+    Args:
+        root: Data directory; the dataset lives in `root/shapes`.
+        img_size: Image side of the generated images and of the model input.
+        generate: Generate the data when missing; if False, a missing folder is an error.
+        train_per_class: Generated training images per class.
+        val_per_class: Generated validation images per class.
+        test_per_class: Generated test images per class.
+        seed: Seed of the generated images.
+        **kwargs: Options of `ImageClassificationDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        img_size: int = 32,
+        *,
+        generate: bool = True,
+        train_per_class: int = 600,
+        val_per_class: int = 100,
+        test_per_class: int = 100,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("num_classes", len(SHAPE_CLASSES))
+        super().__init__(Path(root).expanduser() / "shapes", img_size=img_size, **kwargs)
+        self.data_root = Path(root).expanduser()
+        self.generate = generate
+        self.gen_kwargs = dict(
+            img_size=img_size,
+            train_per_class=train_per_class,
+            val_per_class=val_per_class,
+            test_per_class=test_per_class,
+            seed=seed,
+        )
+        self.classes = list(SHAPE_CLASSES)
+        self.save_hyperparameters(logger=False)
+
+    def prepare_data(self) -> None:
+        """Generate the dataset if it is missing (write-once and process-safe, see `ensure_dataset`)."""
+        if self.generate:
+            make_shapes(self.data_root, **self.gen_kwargs)
+
+    def _load(self) -> tuple[Dataset, Dataset, Dataset, list[str]]:
+        # prepare_data may have run in another process (DDP rank 0), or not at all (plain use outside a Trainer):
+        # make_shapes returns at once when the finished tree is there, and checks that it matches our settings.
+        if self.generate:
+            make_shapes(self.data_root, **self.gen_kwargs)
+        elif not self.root.is_dir():
+            raise FileNotFoundError(f"shapes demo data not found at {self.root}; pass data.generate=true to create it")
+        return super()._load()

@@ -1,0 +1,148 @@
+"""Every option of every config group composes, and instantiates into the object it promises."""
+
+from __future__ import annotations
+
+import importlib.util
+from importlib.resources import files
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+
+from mmattn.lit import ClassificationModule
+
+CONFIGS = Path(str(files("mmattn.configs")))
+
+
+def options(group: str) -> list[str]:
+    """Option names of a config group (its YAML files)."""
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def _paths(cfg, tmp_path: Path) -> None:
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+
+
+def test_config_groups_are_all_there() -> None:
+    for group in ("data", "model", "module", "trainer", "logger", "callbacks", "paths", "hydra", "experiment"):
+        assert options(group), f"configs/{group}/ has no options"
+    assert {"vision_demo", "vit_cifar10"} <= set(options("experiment"))
+    assert {"default", "cpu", "gpu", "ddp", "ddp_cpu"} <= set(options("trainer"))
+    assert {"csv", "tensorboard", "wandb", "many"} <= set(options("logger"))
+
+
+@pytest.mark.parametrize("option", options("data"))
+def test_data_options_instantiate(compose_cfg, option: str, tmp_path: Path, env_data_dir: Path) -> None:
+    cfg = compose_cfg("train", [f"data={option}", "data.root=" + str(tmp_path), "data.num_classes=10"])
+    _paths(cfg, tmp_path)
+    datamodule = instantiate(cfg.data)
+    assert isinstance(datamodule, pl.LightningDataModule)
+    assert datamodule.num_classes == cfg.data.num_classes == cfg.model.num_classes
+
+
+@pytest.mark.parametrize("option", options("model"))
+def test_model_options_instantiate_and_follow_the_data_config(compose_cfg, option: str) -> None:
+    # depth=1 keeps the big presets cheap; the class count and image size come from the data config.
+    cfg = compose_cfg("train", [f"model={option}", "model.depth=1", "data.num_classes=7", "data.img_size=48"])
+    net = instantiate(cfg.model)
+    assert net.num_classes == 7
+    logits = net(torch.randn(2, 3, 48, 48))
+    assert logits.shape == (2, 7)
+
+
+@pytest.mark.parametrize("mixup", [None, *options("module/mixup")])
+def test_module_options_instantiate(compose_cfg, mixup: str | None) -> None:
+    overrides = ["model.depth=1"] + ([f"module/mixup={mixup}"] if mixup else [])
+    cfg = compose_cfg("train", overrides)
+    module = instantiate(cfg.module, net=instantiate(cfg.model))
+    assert isinstance(module, ClassificationModule)
+    assert (module.mixup is None) == (mixup is None)
+    # _convert_: all: nothing from OmegaConf reaches the optimizer (its state goes into weights_only checkpoints).
+    assert type(module.optimizer_factory.keywords["betas"]) is list
+
+
+@pytest.mark.parametrize("option", options("trainer"))
+def test_trainer_options_instantiate(compose_cfg, option: str, tmp_path: Path) -> None:
+    cfg = compose_cfg("train", [f"trainer={option}"])
+    _paths(cfg, tmp_path)
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        pytest.skip(f"trainer={option} needs a GPU (the config composed)")
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert isinstance(trainer, pl.Trainer)
+    if option == "ddp_cpu":
+        assert trainer.num_devices == 2 and trainer.strategy.process_group_backend == "gloo"
+
+
+@pytest.mark.parametrize("option", options("logger"))
+def test_logger_options_instantiate(compose_cfg, option: str, tmp_path: Path) -> None:
+    cfg = compose_cfg("train", [f"logger={option}"])
+    _paths(cfg, tmp_path)
+    if "wandb" in cfg.logger and importlib.util.find_spec("wandb") is None:
+        pytest.skip("wandb is not installed (the config composed)")
+    loggers = [instantiate(node) for node in cfg.logger.values()]
+    assert loggers and all(isinstance(lg, pl.loggers.Logger) for lg in loggers)
+
+
+@pytest.mark.parametrize("option", options("callbacks"))
+def test_callback_options_instantiate(compose_cfg, option: str, tmp_path: Path) -> None:
+    cfg = compose_cfg("train", [f"callbacks={option}"])
+    _paths(cfg, tmp_path)
+    callbacks = [instantiate(node) for node in cfg.callbacks.values()]
+    assert callbacks and all(isinstance(cb, pl.Callback) for cb in callbacks)
+
+
+def test_default_callbacks_checkpoint_into_the_run_dir(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg("train")
+    _paths(cfg, tmp_path)
+    checkpoint = instantiate(cfg.callbacks.model_checkpoint)
+    assert checkpoint.dirpath == str(tmp_path / "run" / "checkpoints")
+    assert checkpoint.save_last and checkpoint.monitor == "val/acc" and checkpoint.CHECKPOINT_NAME_LAST == "last"
+
+
+def test_no_experiment_is_the_vision_demo(compose_cfg) -> None:
+    plain = OmegaConf.to_container(compose_cfg("train"))
+    demo = OmegaConf.to_container(compose_cfg("train", ["experiment=vision_demo"]))
+    assert plain == demo
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_experiments_compose(compose_cfg, option: str) -> None:
+    cfg = compose_cfg("train", [f"experiment={option}"], return_hydra_config=True)
+    assert cfg.hydra.runtime.choices.experiment == option
+    assert cfg.model.num_classes == cfg.data.num_classes == cfg.module.num_classes
+
+
+def test_vit_cifar10_turns_on_its_recipe(compose_cfg) -> None:
+    cfg = compose_cfg("train", ["experiment=vit_cifar10"])
+    assert cfg.data.name == "cifar10" and cfg.data.auto_augment.startswith("rand-")
+    assert cfg.module.mixup._target_ == "timm.data.Mixup" and cfg.module.mixup.num_classes == 10
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.gradient_clip_val == 1.0
+
+
+def test_unknown_experiment_lists_the_options(compose_cfg) -> None:
+    with pytest.raises(MissingConfigException, match="vision_demo"):
+        compose_cfg("train", ["experiment=nope"])
+
+
+def test_paths_and_run_dir(compose_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MMATTN_DATA_DIR", raising=False)
+    monkeypatch.delenv("MMATTN_RUN_DIR", raising=False)
+    cfg = compose_cfg("train", return_hydra_config=True)
+    assert cfg.paths.data_dir == "data"
+    assert cfg.hydra.run.dir.startswith("outputs/train/runs/") and not cfg.hydra.job.chdir
+    monkeypatch.setenv("MMATTN_DATA_DIR", "/datasets")
+    monkeypatch.setenv("MMATTN_RUN_DIR", "/runs/shared")
+    cfg = compose_cfg("train", return_hydra_config=True)
+    assert cfg.paths.data_dir == "/datasets" and cfg.hydra.run.dir == "/runs/shared"
+
+
+def test_eval_config_composes(compose_cfg) -> None:
+    cfg = compose_cfg("eval", ["ckpt_path=x.ckpt"])
+    assert "data" not in cfg and cfg.task_name == "eval"
+    cfg = compose_cfg("eval", ["ckpt_path=x.ckpt", "data=cifar10"])
+    assert cfg.data.name == "cifar10"
