@@ -249,6 +249,8 @@ class ShapesDataModule(ImageFolderDataModule):
         val_per_class: Generated validation images per class.
         test_per_class: Generated test images per class.
         seed: Seed of the generated images.
+        size_range: Shape diameter as fractions (low, high) of the image side; lower = harder.
+        noise: Std of the Gaussian pixel noise (0-255 scale); higher = harder.
         **kwargs: Options of `ImageClassificationDataModule`.
     """
 
@@ -262,6 +264,8 @@ class ShapesDataModule(ImageFolderDataModule):
         val_per_class: int = 100,
         test_per_class: int = 100,
         seed: int = 0,
+        size_range: Sequence[float] = (0.55, 0.9),
+        noise: float = 4.0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("num_classes", len(SHAPE_CLASSES))
@@ -274,6 +278,8 @@ class ShapesDataModule(ImageFolderDataModule):
             val_per_class=val_per_class,
             test_per_class=test_per_class,
             seed=seed,
+            size_range=tuple(map(float, size_range)),
+            noise=float(noise),
         )
         self.classes = list(SHAPE_CLASSES)
         self.save_hyperparameters(logger=False)
