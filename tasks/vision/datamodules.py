@@ -108,7 +108,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def _load(self) -> tuple[Dataset, Dataset, Dataset, list[str]]:
         """Return (train, val, test) datasets of PIL images with targets, and the class names."""
-        raise NotImplementedError
+        # The base class only shares transforms and loaders; each subclass says where its images come from.
+        raise TypeError(f"{type(self).__name__} must define _load(); use one of the concrete datamodules")
 
     def setup(self, stage: str | None = None) -> None:
         """Load the datasets (once) and set `classes` and `num_classes`."""

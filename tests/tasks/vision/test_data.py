@@ -207,3 +207,9 @@ def test_shapes_setup_reuses_data_made_elsewhere(tmp_path: Path) -> None:
 def test_shapes_missing_without_generate(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"not found at .*shapes; pass data.generate=true"):
         ShapesDataModule(tmp_path, generate=False, **FAST).setup()
+
+
+def test_shapes_other_settings_on_existing_data_are_refused(tmp_path: Path) -> None:
+    make_shapes(tmp_path, **SHAPES_SMALL, workers=1)
+    with pytest.raises(ValueError, match=r"noise=8.0.*delete it"):
+        ShapesDataModule(tmp_path, noise=8.0, **SHAPES_SMALL, **FAST).setup()
