@@ -18,7 +18,7 @@ from tasks.vision.data import (
     TransformedSubset,
     image_folder_splits,
 )
-from tasks.vision.shapes import SHAPE_CLASSES, make_shapes
+from tasks.vision.shapes import DEFAULT_NOISE, DEFAULT_SIZE_RANGE, SHAPE_CLASSES, make_shapes
 
 
 class ImageClassificationDataModule(L.LightningDataModule):
@@ -265,8 +265,8 @@ class ShapesDataModule(ImageFolderDataModule):
         val_per_class: int = 100,
         test_per_class: int = 100,
         seed: int = 0,
-        size_range: Sequence[float] = (0.55, 0.9),
-        noise: float = 4.0,
+        size_range: Sequence[float] = DEFAULT_SIZE_RANGE,
+        noise: float = DEFAULT_NOISE,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("num_classes", len(SHAPE_CLASSES))

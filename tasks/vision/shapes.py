@@ -28,6 +28,9 @@ from mmattn.data import ensure_dataset
 GENERATOR_VERSION = "2"
 SPLITS = ("train", "val", "test")
 SUPERSAMPLE = 4
+# Defaults shared by every entry point (render, generate, make, the datamodule), so they cannot drift apart.
+DEFAULT_SIZE_RANGE = (0.55, 0.9)
+DEFAULT_NOISE = 4.0
 
 # A shape is a list of (polygon [K, 2] in unit coordinates, mask value): 255 paints, 0 cuts a hole.
 Polygon = tuple[np.ndarray, int]
@@ -130,8 +133,8 @@ def render_shape(
     name: str,
     rng: np.random.Generator,
     img_size: int = 32,
-    size_range: tuple[float, float] = (0.55, 0.9),
-    noise: float = 4.0,
+    size_range: tuple[float, float] = DEFAULT_SIZE_RANGE,
+    noise: float = DEFAULT_NOISE,
 ) -> np.ndarray:
     """Draw one image of shape class `name` as an [img_size, img_size, 3] uint8 array.
 
@@ -196,8 +199,8 @@ def generate_shapes(
     val_per_class: int = 100,
     test_per_class: int = 100,
     seed: int = 0,
-    size_range: tuple[float, float] = (0.55, 0.9),
-    noise: float = 4.0,
+    size_range: tuple[float, float] = DEFAULT_SIZE_RANGE,
+    noise: float = DEFAULT_NOISE,
     workers: int | None = None,
 ) -> None:
     """Write the shapes dataset as `out_dir/{train,val,test}/<class>/<index>.png` (not atomic; see `make_shapes`).
@@ -234,8 +237,8 @@ def make_shapes(
     val_per_class: int = 100,
     test_per_class: int = 100,
     seed: int = 0,
-    size_range: tuple[float, float] = (0.55, 0.9),
-    noise: float = 4.0,
+    size_range: tuple[float, float] = DEFAULT_SIZE_RANGE,
+    noise: float = DEFAULT_NOISE,
     workers: int | None = None,
 ) -> Path:
     """Generate the shapes dataset once under `root/shapes` (atomic, process-safe) and return that folder.
