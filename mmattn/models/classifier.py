@@ -36,6 +36,8 @@ class EncoderClassifier(nn.Module):
         drop_path_rate: Stochastic depth rate of the last layer (linear from 0).
         norm_first: Pre-norm (True) or post-norm layers.
         fc_norm: LayerNorm after pooling instead of before it; defaults to True for average pooling (as timm).
+        final_norm: Keep the encoder's final LayerNorm; defaults to "unless fc_norm". AST has both (final_norm and
+            fc_norm True: its head is LayerNorm + Linear after the encoder's norm).
         norm_eps: LayerNorm epsilon.
         ffn: Feed-forward kind, "gelu" or "swiglu".
 
@@ -65,6 +67,7 @@ class EncoderClassifier(nn.Module):
         drop_path_rate: float = 0.0,
         norm_first: bool = True,
         fc_norm: bool | None = None,
+        final_norm: bool | None = None,
         norm_eps: float = 1e-6,
         ffn: Literal["gelu", "swiglu"] = "gelu",
     ) -> None:
@@ -107,7 +110,7 @@ class EncoderClassifier(nn.Module):
             qk_norm=qk_norm,
             norm_first=norm_first,
             norm_eps=norm_eps,
-            final_norm=norm_first and not use_fc_norm,
+            final_norm=norm_first and (not use_fc_norm if final_norm is None else final_norm),
         )
         self.fc_norm = nn.LayerNorm(dim, eps=norm_eps) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)

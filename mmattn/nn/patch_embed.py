@@ -25,9 +25,11 @@ class PatchEmbed(nn.Module):
         dim: Token width.
         stride: Patch stride; defaults to the patch size (no overlap).
         bias: Bias of the projection.
+        strict: Require the patches to tile the input exactly; False lets the convolution drop a remainder
+            (AST: 1024 frames at stride 10 leave 8 frames uncovered), as long as one patch fits.
 
     Raises:
-        ValueError: The patches do not tile `img_size` exactly.
+        ValueError: The patches do not tile `img_size` exactly (with `strict`), or the input is smaller than a patch.
     """
 
     def __init__(
@@ -39,11 +41,13 @@ class PatchEmbed(nn.Module):
         *,
         stride: int | tuple[int, int] | None = None,
         bias: bool = True,
+        strict: bool = True,
     ) -> None:
         super().__init__()
         self.img_size = _pair(img_size)
         self.patch_size = _pair(patch_size)
         self.stride = self.patch_size if stride is None else _pair(stride)
+        self.strict = strict
         self._check(self.img_size)
         self.grid_size = self.grid_for(self.img_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
@@ -51,7 +55,9 @@ class PatchEmbed(nn.Module):
 
     def _check(self, size: tuple[int, int]) -> None:
         for axis, s, p, st in zip(("height", "width"), size, self.patch_size, self.stride):
-            if s < p or (s - p) % st:
+            if not self.strict and s < p:
+                raise ValueError(f"input {axis} {s} is smaller than one patch ({p}); use a larger input or patch {s}")
+            if self.strict and (s < p or (s - p) % st):
                 if st == p:
                     choices = ", ".join(str(p * k) for k in range(1, 5))
                     raise ValueError(

@@ -1,0 +1,113 @@
+"""Import of HF transformers `ASTForAudioClassification` instances: read their config, convert their state dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["ast_from_hf", "hf_ast_config", "checkpoint_filter_fn"]
+
+_HF_PREFIX = "audio_spectrogram_transformer."
+
+
+def hf_ast_config(model: nn.Module) -> dict[str, Any]:
+    """The `AST(...)` keyword arguments equivalent to a transformers `ASTForAudioClassification`.
+
+    Raises:
+        ValueError: Not an AST classification model, or it uses a feature we do not implement.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "audio-spectrogram-transformer" or not hasattr(model, "classifier"):
+        raise ValueError(f"from_hf expects a transformers ASTForAudioClassification, got {type(model).__name__}")
+    if config.hidden_act != "gelu":
+        raise ValueError(f"HF AST uses hidden_act={config.hidden_act!r}; mmattn's AST implements exact 'gelu' only")
+    return {
+        "num_mel_bins": config.num_mel_bins,
+        "target_length": config.max_length,
+        "patch_size": config.patch_size,
+        "freq_stride": config.frequency_stride,
+        "time_stride": config.time_stride,
+        "num_classes": config.num_labels,
+        "dim": config.hidden_size,
+        "depth": config.num_hidden_layers,
+        "num_heads": config.num_attention_heads,
+        "mlp_ratio": config.intermediate_size / config.hidden_size,
+        "qkv_bias": config.qkv_bias,
+        "drop_rate": config.hidden_dropout_prob,
+        "attn_drop_rate": config.attention_probs_dropout_prob,
+        "norm_eps": config.layer_norm_eps,
+    }
+
+
+def _convert_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a transformers (>= 5) AST state dict to ours; q/k/v projections are packed into one `qkv`."""
+    renames = {
+        "embeddings.cls_token": "cls_token",
+        "embeddings.distillation_token": "dist_token",
+        "embeddings.position_embeddings": "pos_embed.weight",
+        "embeddings.patch_embeddings.projection.": "embed.patch.proj.",
+        "layernorm.": "encoder.norm.",
+        "classifier.layernorm.": "fc_norm.",
+        "classifier.dense.": "head.",
+    }
+    layer_renames = {
+        "attention.o_proj.": "attn.out_proj.",
+        "layernorm_before.": "norm1.",
+        "layernorm_after.": "norm2.",
+        "mlp.fc1.": "mlp.fc1.",
+        "mlp.fc2.": "mlp.fc2.",
+    }
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix(_HF_PREFIX)
+        if key.startswith("layers."):
+            _, index, rest = key.split(".", 2)
+            if rest.startswith("attention.") and rest.split(".")[1] in ("q_proj", "k_proj", "v_proj"):
+                _, proj, param = rest.split(".")
+                qkv.setdefault((int(index), param), {})[proj[0]] = value
+                continue
+            for old, new in layer_renames.items():
+                if rest.startswith(old):
+                    out[f"encoder.layers.{index}.{new}{rest[len(old) :]}"] = value
+                    break
+            else:
+                raise ValueError(f"HF AST key {key!r} has no counterpart in mmattn's AST (transformers >= 5 layout)")
+            continue
+        for old, new in renames.items():
+            if key.startswith(old):
+                out[new + key[len(old) :]] = value
+                break
+        else:
+            raise ValueError(f"HF AST key {key!r} has no counterpart in mmattn's AST (transformers >= 5 layout)")
+    for (index, param), parts in qkv.items():
+        out[f"encoder.layers.{index}.attn.qkv.{param}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Turn an HF AST state dict into one `model` loads; ours passes through unchanged."""
+    if any(k.startswith(_HF_PREFIX) for k in state_dict):
+        state_dict = _convert_hf(state_dict)
+    return state_dict
+
+
+def ast_from_hf(cls: type, model: nn.Module, *, target_length: int | None = None) -> nn.Module:
+    """Build `cls` from an HF AST and load its weights strictly; another `target_length` resamples positions."""
+    config = hf_ast_config(model)
+    hf_grid = None
+    if target_length is not None and target_length != config["target_length"]:
+        p = config["patch_size"]
+        hf_grid = (
+            (config["num_mel_bins"] - p) // config["freq_stride"] + 1,
+            (config["target_length"] - p) // config["time_stride"] + 1,
+        )
+        config["target_length"] = target_length
+    ours = cls(**config)
+    if hf_grid is not None:
+        # The position table is not square, so its source grid must be named for the resampling on load.
+        ours.pos_embed.checkpoint_grid_size = hf_grid
+    ours.load_state_dict(checkpoint_filter_fn(model.state_dict(), ours), strict=True)
+    return ours.to(next(model.parameters()).dtype)
