@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from mmattn.nn import MultiHeadAttention
 
-SECTIONS = ("attention", "vit", "memory")
+SECTIONS = ("attention", "vit", "memory", "audio")
 MEMORY_CASES = ("fused", "explicit", "need_weights")
 MIB = 2**20
 
@@ -388,6 +388,115 @@ def bench_memory(args: argparse.Namespace, device: torch.device, threads: int) -
     }
 
 
+# -------------------------------------------------------------------------------------------------------- audio
+
+# (name, clip seconds, frames, model kwargs): the demo, and AST-Tiny on 1 s (Speech Commands) and 10 s (AudioSet) clips.
+AUDIO_CASES = (
+    ("demo", 1.0, 100, dict(freq_stride=16, time_stride=16, dim=96, depth=4, num_heads=4, mlp_ratio=2.0)),
+    ("1s_ast_tiny", 1.0, 128, dict(freq_stride=10, time_stride=10, dim=192, depth=12, num_heads=3)),
+    ("10s_ast_tiny", 10.0, 1024, dict(freq_stride=10, time_stride=10, dim=192, depth=12, num_heads=3)),
+)
+AUDIO_QUICK_MODEL = dict(dim=32, depth=1, num_heads=2, mlp_ratio=2.0)
+
+
+def _write_clips(folder: Path, count: int, seconds: float, sample_rate: int) -> list[Path]:
+    """Real 16-bit WAV files of noise plus a tone, like the demo's, so decoding is measured too."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    n = int(seconds * sample_rate)
+    paths = []
+    for i in range(count):
+        t = np.arange(n) / sample_rate
+        wave = 0.1 * rng.standard_normal(n) + 0.3 * np.sin(2 * np.pi * (400 + 50 * i) * t)
+        path = folder / f"clip_{seconds:g}s_{i:03d}.wav"
+        sf.write(path, np.clip(wave, -1, 1), sample_rate, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+def _audio_case(
+    name: str, seconds: float, frames: int, model_kwargs: dict, folder: Path, args: argparse.Namespace, device
+) -> dict[str, Any]:
+    """One case of `bench_audio`: pipeline and training clips/s at one clip length and model size."""
+    from tasks.audio import AST, AudioFeatures
+    from tasks.audio.io import fix_length, read_audio
+
+    sample_rate = 16000
+    batch = 4 if args.quick else (8 if seconds > 5 else 32)
+    clips = _write_clips(folder, batch, seconds, sample_rate)
+    num_samples = int(seconds * sample_rate)
+    features = AudioFeatures(target_length=frames).to(device)
+    repeats = args.repeats or (2 if args.quick else 5)
+
+    def read_all() -> list[Tensor]:
+        return [fix_length(read_audio(p, sample_rate), num_samples) for p in clips]
+
+    def loader_side() -> None:
+        for wave in read_all():
+            features(wave.to(device))
+
+    waves = torch.stack(read_all()).to(device)
+
+    def device_side() -> None:
+        features(waves)
+
+    kwargs = {**model_kwargs, **(AUDIO_QUICK_MODEL if args.quick else {})}
+    torch.manual_seed(0)
+    model = AST(num_mel_bins=128, target_length=frames, num_classes=35, **kwargs).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = features(waves)
+    y = torch.randint(0, 35, (batch,), device=device)
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    with torch.no_grad():
+        samples, _ = time_interleaved(
+            {"read_fbank_per_clip": loader_side, "fbank_batched": device_side},
+            device=device,
+            warmup=1,
+            repeats=repeats,
+        )
+    samples.update(time_interleaved({"train_step": train_step}, device=device, warmup=1, repeats=repeats)[0])
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    per_s = {k: batch / v for k, v in medians.items()}
+    log(
+        f"audio {name}: read+fbank {per_s['read_fbank_per_clip']:.0f} clips/s per worker, batched fbank "
+        f"{per_s['fbank_batched']:.0f} clips/s, train step {per_s['train_step']:.1f} clips/s"
+    )
+    return {
+        "case": name,
+        "clip_seconds": seconds,
+        "frames": frames,
+        "tokens": model.embed.grid_size[0] * model.embed.grid_size[1] + model.num_prefix_tokens,
+        "batch": batch,
+        "model": kwargs,
+        "median_s": medians,
+        "clips_per_s": per_s,
+        # >= 1: one loader worker keeps up with training; below 1, at least `workers_needed` workers are.
+        "pipeline_over_train": per_s["read_fbank_per_clip"] / per_s["train_step"],
+        "workers_needed": math.ceil(per_s["train_step"] / per_s["read_fbank_per_clip"]),
+    }
+
+
+def bench_audio(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Input pipeline clips/s (read + fbank per clip, as one loader worker does it, or batched on the device)
+    against the AST training step's clips/s, for the demo and for 1 s / 10 s clips."""
+    import tempfile
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, seconds, frames, model_kwargs in AUDIO_CASES:
+            if args.quick and name == "10s_ast_tiny":
+                continue
+            results.append(_audio_case(name, seconds, frames, model_kwargs, Path(tmp), args, device))
+    return {"what": "clips/s of one process; train step = forward, CE, backward, AdamW; fp32", "results": results}
+
+
 # -------------------------------------------------------------------------------------------------------- main
 
 
@@ -493,10 +602,13 @@ def main(argv: list[str] | None = None) -> None:
             ("attention", lambda: bench_attention(args, device)),
             ("vit", lambda: bench_vit(args, device)),
             ("memory", lambda: bench_memory(args, device, threads)),
+            ("audio", lambda: bench_audio(args, device)),
         ):
             if section in args.sections:
                 t0 = time.perf_counter()
-                key = {"vit": "vit_train_step", "memory": "attention_memory"}.get(section, section)
+                key = {"vit": "vit_train_step", "memory": "attention_memory", "audio": "audio_pipeline"}.get(
+                    section, section
+                )
                 result[key] = run()
                 seconds[key] = round(time.perf_counter() - t0, 2)
         if "vit_train_step" in result:

@@ -41,7 +41,7 @@ def test_meta_and_out_file(quick_run: tuple[dict, Path]) -> None:
     assert meta["device"] == "cpu" and meta["quick"] is True
     assert isinstance(meta["torch"], str) and isinstance(meta["timm"], str)
     assert isinstance(meta["threads"], int) and meta["threads"] >= 1
-    assert set(meta["section_seconds"]) == {"attention", "vit_train_step", "attention_memory"}
+    assert set(meta["section_seconds"]) == {"attention", "vit_train_step", "attention_memory", "audio_pipeline"}
     assert _positive_finite(meta["elapsed_s"])
 
 
@@ -76,6 +76,17 @@ def test_memory_section(quick_run: tuple[dict, Path]) -> None:
     assert all(_positive_finite(v) for v in mem["peak_increase_mib"].values()), mem
     assert all(_positive_finite(v) for v in mem["ratio"].values()), mem["ratio"]
     assert _positive_finite(mem["theoretical_score_matrix_mib"])
+
+
+@pytest.mark.slow
+def test_audio_section(quick_run: tuple[dict, Path]) -> None:
+    cases = {c["case"]: c for c in quick_run[0]["audio_pipeline"]["results"]}
+    assert set(cases) == {"demo", "1s_ast_tiny"}  # --quick leaves out the 10 s case
+    for case in cases.values():
+        assert set(case["clips_per_s"]) == {"read_fbank_per_clip", "fbank_batched", "train_step"}
+        assert all(_positive_finite(v) for v in case["clips_per_s"].values()), case
+        assert _positive_finite(case["pipeline_over_train"]) and case["workers_needed"] >= 1
+    assert cases["demo"]["tokens"] == 6 * 8 + 2 and cases["1s_ast_tiny"]["tokens"] == 12 * 12 + 2
 
 
 @pytest.mark.slow

@@ -1,3 +1,4 @@
-"""Modality-free data helpers: demo-data creation, samplers, collate."""
+"""Modality-free data helpers: demo-data creation, splits, samplers, collate."""
 
 from mmattn.data.demo import ensure_dataset as ensure_dataset
+from mmattn.data.splits import stratified_split as stratified_split

@@ -1,1 +1,30 @@
-"""Audio adapter: audio file reading, datasets and split finders, the built-in DTMF demo."""
+"""Audio adapter: reading and features, spectrogram patches, AST, audio datamodules, the built-in DTMF demo."""
+
+from .ast import AST, SpectrogramPatchEmbed
+from .datamodules import (
+    AudioClassificationDataModule,
+    AudioFolderDataModule,
+    DTMFDataModule,
+    ESC50DataModule,
+    SpeechCommandsDataModule,
+)
+from .dtmf import DTMF_CLASSES, make_dtmf
+from .features import AST_MEAN, AST_STD, AudioFeatures, KaldiFbank, LogMelSpectrogram, SpecAugment
+
+__all__ = [
+    "AST",
+    "SpectrogramPatchEmbed",
+    "AudioClassificationDataModule",
+    "AudioFolderDataModule",
+    "DTMFDataModule",
+    "ESC50DataModule",
+    "SpeechCommandsDataModule",
+    "DTMF_CLASSES",
+    "make_dtmf",
+    "AST_MEAN",
+    "AST_STD",
+    "AudioFeatures",
+    "KaldiFbank",
+    "LogMelSpectrogram",
+    "SpecAugment",
+]

@@ -7,10 +7,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from mmattn.data import stratified_split
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -62,19 +63,6 @@ def check_image_folder(path: Path, option: str = "data.root") -> list[str]:
         if not any(f.lower().endswith(IMG_EXTENSIONS) for f in files):
             raise ValueError(f"class folder {path / name} holds no images (extensions {', '.join(IMG_EXTENSIONS)})")
     return classes
-
-
-def stratified_split(targets: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split indices per class so that each class keeps `val_fraction` of its samples (at least one) for val."""
-    rng = np.random.default_rng(seed)
-    targets_arr = np.asarray(targets)
-    train, val = [], []
-    for c in np.unique(targets_arr):
-        idx = rng.permutation(np.flatnonzero(targets_arr == c))
-        n_val = min(max(1, round(len(idx) * val_fraction)), len(idx) - 1) if len(idx) > 1 else 0
-        val += idx[:n_val].tolist()
-        train += idx[n_val:].tolist()
-    return sorted(train), sorted(val)
 
 
 def image_folder_splits(

@@ -31,7 +31,7 @@ def _paths(cfg, tmp_path: Path) -> None:
 def test_config_groups_are_all_there() -> None:
     for group in ("data", "model", "module", "trainer", "logger", "callbacks", "paths", "hydra", "experiment"):
         assert options(group), f"configs/{group}/ has no options"
-    assert {"vision_demo", "vit_cifar10"} <= set(options("experiment"))
+    assert {"vision_demo", "vit_cifar10", "audio_demo", "ast_speechcommands", "ast_esc50"} <= set(options("experiment"))
     assert {"default", "cpu", "gpu", "ddp", "ddp_cpu"} <= set(options("trainer"))
     assert {"csv", "tensorboard", "wandb", "many"} <= set(options("logger"))
 
@@ -47,11 +47,17 @@ def test_data_options_instantiate(compose_cfg, option: str, tmp_path: Path, env_
 
 @pytest.mark.parametrize("option", options("model"))
 def test_model_options_instantiate_and_follow_the_data_config(compose_cfg, option: str) -> None:
-    # depth=1 keeps the big presets cheap; the class count and image size come from the data config.
-    cfg = compose_cfg("train", [f"model={option}", "model.depth=1", "data.num_classes=7", "data.img_size=48"])
+    # depth=1 keeps the big presets cheap; the class count and input size come from the data config.
+    if option.startswith("ast"):
+        data = ["data=dtmf", "data.num_mel_bins=64", "data.target_length=120"]
+        shape: tuple[int, ...] = (2, 120, 64)
+    else:
+        data = ["data=shapes", "data.img_size=48"]
+        shape = (2, 3, 48, 48)
+    cfg = compose_cfg("train", [*data, f"model={option}", "model.depth=1", "data.num_classes=7"])
     net = instantiate(cfg.model)
     assert net.num_classes == 7
-    logits = net(torch.randn(2, 3, 48, 48))
+    logits = net(torch.randn(shape))
     assert logits.shape == (2, 7)
 
 

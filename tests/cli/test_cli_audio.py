@@ -1,0 +1,39 @@
+"""The audio task through the same CLI: `mmattn-train experiment=audio_demo` and `mmattn-eval` as subprocesses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+# The DTMF sizes must be the same in every test that uses the session data directory (the demo is written once).
+TINY_AUDIO = [
+    "experiment=audio_demo",
+    "data.train_per_class=3",
+    "data.val_per_class=2",
+    "data.test_per_class=1",
+    "data.batch_size=8",
+    "model.dim=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+]
+
+
+@pytest.mark.slow
+def test_audio_demo_trains_and_evaluates_from_the_cli(run_cli, env_data_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("mmattn-train", *TINY_AUDIO, "data.freq_mask=8", "module/mixup=mixup", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (run,) = (tmp_path / "outputs" / "audio_demo" / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"val/acc", "test/acc", "test/acc_top5"} <= set(metrics)
+    assert (env_data_dir / "dtmf" / "testing_list.txt").is_file()
+
+    result = run_cli("mmattn-eval", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (eval_run,) = (tmp_path / "outputs" / "eval" / "runs").iterdir()
+    assert set(json.loads((eval_run / "metrics.json").read_text())) == {"test/loss", "test/acc", "test/acc_top5"}
