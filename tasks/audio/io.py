@@ -6,6 +6,7 @@ Files are read with soundfile (libsndfile) only: torchaudio's own loader needs t
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 
@@ -19,6 +20,21 @@ from torchaudio.transforms import Resample
 # The containers libsndfile decodes reliably on every platform; mp3 support depends on how libsndfile was built.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 FIX_LENGTH_MODES = ("random", "center", "start")
+
+
+# torchaudio's polyphase kernel has (new / g) x (orig / g) taps for g = gcd(orig, new): 44.1k -> 16k is 160 x 441, but
+# an odd rate such as 44101 Hz would need a 16000 x 44101 kernel (2.8 GB). Beyond this many taps we refuse.
+MAX_RESAMPLE_TAPS = 1 << 24
+
+
+def _check_resample(path: Path | str, orig_rate: int, new_rate: int) -> None:
+    g = math.gcd(orig_rate, new_rate)
+    if (orig_rate // g) * (new_rate // g) > MAX_RESAMPLE_TAPS:
+        raise AudioDecodeError(
+            f"cannot resample audio file {path} from {orig_rate} Hz to {new_rate} Hz (their ratio "
+            f"{orig_rate // g}:{new_rate // g} needs a huge filter); convert it first, e.g. "
+            f"`sox {path} -r {new_rate} out.wav`"
+        )
 
 
 @functools.lru_cache(maxsize=8)
@@ -48,7 +64,7 @@ def read_audio(path: Path | str, sample_rate: int, *, offset: int = 0, num_sampl
     Raises:
         ValueError: `sample_rate` <= 0, `offset` < 0 or `num_samples` < 0.
         FileNotFoundError: `path` does not exist.
-        AudioDecodeError: soundfile cannot decode `path`.
+        AudioDecodeError: soundfile cannot decode `path`, or its rate cannot be resampled to `sample_rate`.
     """
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be > 0 Hz, got {sample_rate}")
@@ -73,6 +89,7 @@ def read_audio(path: Path | str, sample_rate: int, *, offset: int = 0, num_sampl
 
     wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1, dtype=np.float32)))
     if file_rate != sample_rate and wave.numel() > 0:
+        _check_resample(path, file_rate, sample_rate)
         with torch.no_grad():
             wave = _resampler(file_rate, sample_rate)(wave)
     return wave[offset : None if num_samples is None else offset + num_samples]

@@ -82,3 +82,20 @@ def test_from_hf_refuses_other_models():
     hf = _hf_ast(hidden_act="relu")
     with pytest.raises(ValueError, match="hidden_act='relu'"):
         AST.from_hf(hf)
+
+
+def test_vision_and_audio_share_the_core_classes(compose_cfg) -> None:
+    from hydra.utils import instantiate
+
+    from mmattn.lit import ClassificationModule
+    from mmattn.models import EncoderClassifier
+    from mmattn.nn import Encoder
+    from tasks.vision import ViT
+
+    audio = compose_cfg("train", ["experiment=audio_demo", "model.depth=1"])
+    vision = compose_cfg("train", ["experiment=vision_demo", "model.depth=1"])
+    ast, vit = instantiate(audio.model), instantiate(vision.model)
+    assert isinstance(ast, EncoderClassifier) and isinstance(vit, ViT)
+    assert type(ast.encoder) is type(vit.encoder) is Encoder
+    assert audio.module._target_ == vision.module._target_ == "mmattn.lit.ClassificationModule"
+    assert isinstance(instantiate(audio.module, net=ast), ClassificationModule)

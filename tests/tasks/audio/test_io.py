@@ -77,6 +77,13 @@ def test_undecodable_and_missing_files(tmp_path: Path) -> None:
         read_audio(tmp_path / "bad.wav", 0)
 
 
+def test_rate_that_cannot_be_resampled_names_the_file(tmp_path: Path) -> None:
+    sf.write(tmp_path / "odd.wav", _sine(440, 44101, 0.1), 44101, subtype="PCM_16")
+    with pytest.raises(AudioDecodeError, match=r"cannot resample audio file .*odd\.wav from 44101 Hz to 16000 Hz"):
+        read_audio(tmp_path / "odd.wav", 16000)
+    assert read_audio(tmp_path / "odd.wav", 44101).numel() == 4410  # its own rate still reads
+
+
 @pytest.mark.parametrize("file_rate", [16000, 8000])
 def test_window_equals_crop_of_whole_file(tmp_path: Path, file_rate: int) -> None:
     # Same rate: a seek; other rate: resample everything, then crop. Both must agree with reading all and cropping.
