@@ -11,9 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
 from torch import Tensor, nn
+
+from mmattn.data import ClassificationDataModule
 
 from .augment import WaveAugment
 from .data import (
@@ -61,11 +62,12 @@ class _RawFeatures(nn.Module):
         return self.features.raw(wave)
 
 
-class AudioClassificationDataModule(L.LightningDataModule):
-    """Base datamodule: reading, fixed-length clips, augmentation, features and loaders shared by all audio sources.
+class AudioClassificationDataModule(ClassificationDataModule):
+    """Base audio datamodule: reading, fixed-length clips, augmentation and features, on top of
+    `mmattn.data.ClassificationDataModule`'s loaders.
 
-    Subclasses implement `_load()`, returning the train/val/test clip lists, the class names and the background-noise
-    files (for noise mixing; may be empty).
+    Subclasses implement `_find_clips()`, returning the train/val[/test] clip lists, the class names and the
+    background-noise files (for noise mixing; may be empty).
 
     Args:
         batch_size: Clips per batch (per process under DDP).
@@ -125,20 +127,18 @@ class AudioClassificationDataModule(L.LightningDataModule):
         skip_bad_files: bool = False,
         num_classes: int | None = None,
     ) -> None:
-        super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            drop_last=drop_last,
+            num_classes=num_classes,
+        )
         if clip_seconds <= 0:
             raise ValueError(f"clip_seconds must be > 0, got {clip_seconds}")
         if features_on not in ("loader", "device"):
             raise ValueError(f"features_on must be 'loader' or 'device', got {features_on!r}")
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
-        self.drop_last = drop_last
         self.sample_rate = sample_rate
         self.num_samples = round(sample_rate * clip_seconds)
         self.features = AudioFeatures(
@@ -167,17 +167,15 @@ class AudioClassificationDataModule(L.LightningDataModule):
         # Checked here, before any data is read, so a bad range fails at construction.
         WaveAugment(**{**self.wave_aug_options, "noise_prob": 0.0})
         self.skip_bad_files = skip_bad_files
-        self.num_classes = num_classes
-        self.classes: list[str] | None = None
         self.noise_files: list[Path] = []
-        self.train_set: AudioClipDataset | None = None
-        self.val_set: AudioClipDataset | None = None
-        self.test_set: AudioClipDataset | None = None
 
-    def _load(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
-        """Return ({"train", "val", "test"} -> clips, class names, background-noise files)."""
+    loader_class = AudioDataLoader
+    collate_fn = collate_clips
+
+    def _find_clips(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
+        """Return ({"train", "val"[, "test"]} -> clips, class names, background-noise files)."""
         # The base class only shares the pipeline; each subclass says where its clips come from.
-        raise TypeError(f"{type(self).__name__} must define _load(); use one of the concrete datamodules")
+        raise TypeError(f"{type(self).__name__} must define _find_clips(); use one of the concrete datamodules")
 
     def _pipeline(self, train: bool) -> _ClipFeatures:
         wave_aug = None
@@ -192,29 +190,18 @@ class AudioClassificationDataModule(L.LightningDataModule):
         spec = self.spec_augment if train and loader_side else SpecAugment()
         return _ClipFeatures(wave_aug, self.features if loader_side else None, spec)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Find the clips (once) and set `classes` and `num_classes`."""
-        if self.train_set is not None:
-            return
-        splits, classes, noise_files = self._load()
-        if self.num_classes is not None and self.num_classes != len(classes):
-            raise ValueError(
-                f"num_classes is {self.num_classes} but the data has {len(classes)} classes; "
-                f"set num_classes to {len(classes)} (or leave it unset)"
-            )
-        for split, clips in splits.items():
-            if not clips:
-                raise ValueError(f"the {split} split of {type(self).__name__} is empty; check the data folder")
+    def _load(self) -> tuple[AudioClipDataset, AudioClipDataset, AudioClipDataset | None, list[str]]:
+        splits, classes, noise_files = self._find_clips()
         if self.wave_aug_options["noise_prob"] > 0 and not noise_files:
             raise ValueError("data.noise_prob > 0 but this dataset has no background-noise files; set noise_prob=0")
-        self.classes, self.num_classes, self.noise_files = list(classes), len(classes), list(noise_files)
+        self.noise_files = list(noise_files)
         common = dict(sample_rate=self.sample_rate, num_samples=self.num_samples, skip_bad_files=self.skip_bad_files)
-        self.train_set = AudioClipDataset(splits["train"], train=True, transform=self._pipeline(True), **common)
-        self.val_set = AudioClipDataset(splits["val"], train=False, transform=self._pipeline(False), **common)
+        train = AudioClipDataset(splits["train"], train=True, transform=self._pipeline(True), **common)
+        val = AudioClipDataset(splits["val"], train=False, transform=self._pipeline(False), **common)
         test = splits.get("test")
-        self.test_set = (
-            AudioClipDataset(test, train=False, transform=self._pipeline(False), **common) if test else self.val_set
-        )
+        if test is not None:
+            test = AudioClipDataset(test, train=False, transform=self._pipeline(False), **common)
+        return train, val, test, classes
 
     def feature_stats(self, max_clips: int | None = None) -> tuple[float, float]:
         """Mean and std of the un-normalised features of the training clips (centre crops, no augmentation).
@@ -222,7 +209,7 @@ class AudioClassificationDataModule(L.LightningDataModule):
         The values to set as `data.mean` / `data.std` (what `scripts/audio_stats.py` prints); padded frames count,
         as the model sees them.
         """
-        splits, _, _ = self._load()
+        splits, _, _ = self._find_clips()
         clips = splits["train"]
         if max_clips is not None and len(clips) > max_clips:
             # Evenly spaced, so a capped run still sees every class of a class-sorted list.
@@ -248,33 +235,6 @@ class AudioClassificationDataModule(L.LightningDataModule):
             raise ValueError(f"{type(self).__name__}: no training clip could be read to measure feature statistics")
         mean = total / count
         return mean, max(total_sq / count - mean * mean, 0.0) ** 0.5
-
-    def _loader(self, dataset: AudioClipDataset | None, train: bool) -> AudioDataLoader:
-        if dataset is None:
-            raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
-        return AudioDataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            # A set smaller than one batch would yield no batch at all; keep its single short batch instead.
-            drop_last=train and self.drop_last and len(dataset) >= self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            collate_fn=collate_clips,
-        )
-
-    def train_dataloader(self) -> AudioDataLoader:
-        """Shuffled training batches with augmentation."""
-        return self._loader(self.train_set, train=True)
-
-    def val_dataloader(self) -> AudioDataLoader:
-        """Validation batches, centred crops, no augmentation."""
-        return self._loader(self.val_set, train=False)
-
-    def test_dataloader(self) -> AudioDataLoader:
-        """Test batches, centred crops, no augmentation."""
-        return self._loader(self.test_set, train=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With `features_on="device"`, turn the waveform batch into features (and SpecAugment them in training)."""
@@ -332,7 +292,7 @@ class SpeechCommandsDataModule(AudioClassificationDataModule):
 
             download_and_extract_archive(SPEECH_COMMANDS_URL, str(self.root), remove_finished=True)
 
-    def _load(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
+    def _find_clips(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
         return speech_commands_splits(
             self.root,
             protocol=self.protocol,
@@ -391,14 +351,14 @@ class DTMFDataModule(SpeechCommandsDataModule):
         if self.generate:
             make_dtmf(self.data_root, **self.gen_kwargs)
 
-    def _load(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
+    def _find_clips(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
         # prepare_data may have run in another process, or not at all; make_dtmf returns at once when the finished
         # tree is there and checks that it matches our settings.
         if self.generate:
             make_dtmf(self.data_root, **self.gen_kwargs)
         elif not self.root.is_dir():
             raise FileNotFoundError(f"DTMF demo data not found at {self.root}; pass data.generate=true to create it")
-        return super()._load()
+        return super()._find_clips()
 
 
 class ESC50DataModule(AudioClassificationDataModule):
@@ -437,7 +397,7 @@ class ESC50DataModule(AudioClassificationDataModule):
 
             download_and_extract_archive(ESC50_URL, str(self.root.parent), filename="ESC-50-master.zip")
 
-    def _load(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
+    def _find_clips(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
         splits, classes = esc50_splits(self.root, test_fold=self.test_fold, val_fold=self.val_fold)
         return splits, classes, []
 
@@ -469,7 +429,7 @@ class AudioFolderDataModule(AudioClassificationDataModule):
         self.noise_dir = None if noise_dir is None else Path(noise_dir).expanduser()
         self.save_hyperparameters(logger=False)
 
-    def _load(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
+    def _find_clips(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
         from .io import AUDIO_EXTENSIONS
 
         splits, classes = audio_folder_splits(self.root, val_fraction=self.val_fraction, seed=self.seed)

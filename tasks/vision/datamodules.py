@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from mmattn.data import ClassificationDataModule
 from tasks.vision.data import (
     CIFAR10_CLASSES,
     CIFAR10Dataset,
@@ -21,8 +21,8 @@ from tasks.vision.data import (
 from tasks.vision.shapes import DEFAULT_NOISE, DEFAULT_SIZE_RANGE, SHAPE_CLASSES, make_shapes
 
 
-class ImageClassificationDataModule(L.LightningDataModule):
-    """Base datamodule: timm transforms, loaders and the `classes`/`num_classes` bookkeeping shared by all sources.
+class ImageClassificationDataModule(ClassificationDataModule):
+    """Base image datamodule: timm transforms on top of `mmattn.data.ClassificationDataModule`'s loaders.
 
     Subclasses implement `_load()`, returning the train/val/test datasets (yielding PIL images) and the class names.
 
@@ -69,23 +69,19 @@ class ImageClassificationDataModule(L.LightningDataModule):
         std: Sequence[float] = IMAGENET_DEFAULT_STD,
         num_classes: int | None = None,
     ) -> None:
-        super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            drop_last=drop_last,
+            num_classes=num_classes,
+        )
         if not 0 < crop_pct <= 1:
             raise ValueError(f"crop_pct {crop_pct} must be in (0, 1]; 1.0 keeps the whole image")
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"scale {tuple(scale)} must be (low, high) with 0 < low <= high <= 1")
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
-        self.drop_last = drop_last
         self.img_size = img_size
-        self.num_classes = num_classes
-        self.classes: list[str] | None = None
         common = dict(interpolation=interpolation, mean=tuple(map(float, mean)), std=tuple(map(float, std)))
         self.train_transform = create_transform(
             img_size,
@@ -102,53 +98,6 @@ class ImageClassificationDataModule(L.LightningDataModule):
         # "random" interpolation is a training-only choice; evaluation must be deterministic.
         common["interpolation"] = "bilinear" if interpolation == "random" else interpolation
         self.eval_transform = create_transform(img_size, is_training=False, crop_pct=crop_pct, **common)
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-        self.test_set: Dataset | None = None
-
-    def _load(self) -> tuple[Dataset, Dataset, Dataset, list[str]]:
-        """Return (train, val, test) datasets of PIL images with targets, and the class names."""
-        # The base class only shares transforms and loaders; each subclass says where its images come from.
-        raise TypeError(f"{type(self).__name__} must define _load(); use one of the concrete datamodules")
-
-    def setup(self, stage: str | None = None) -> None:
-        """Load the datasets (once) and set `classes` and `num_classes`."""
-        if self.train_set is not None:
-            return
-        train, val, test, classes = self._load()
-        if self.num_classes is not None and self.num_classes != len(classes):
-            raise ValueError(
-                f"num_classes is {self.num_classes} but the data has {len(classes)} classes; "
-                f"set num_classes to {len(classes)} (or leave it unset)"
-            )
-        self.classes, self.num_classes = list(classes), len(classes)
-        self.train_set, self.val_set, self.test_set = train, val, test
-
-    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            # A set smaller than one batch would yield no batch at all; keep its single short batch instead.
-            drop_last=train and self.drop_last and len(dataset) >= self.batch_size,  # type: ignore[arg-type]
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches with training augmentation."""
-        return self._loader(self.train_set, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches with the eval transform."""
-        return self._loader(self.val_set, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches with the eval transform."""
-        return self._loader(self.test_set, train=False)
 
 
 class ImageFolderDataModule(ImageClassificationDataModule):
