@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,27 @@ def test_audio_demo_trains_and_evaluates_from_the_cli(run_cli, env_data_dir: Pat
     assert result.returncode == 0, result.stderr[-4000:]
     (eval_run,) = (tmp_path / "outputs" / "eval" / "runs").iterdir()
     assert set(json.loads((eval_run / "metrics.json").read_text())) == {"test/loss", "test/acc", "test/acc_top5"}
+
+
+@pytest.mark.slow
+def test_audio_stats_script_prints_the_training_feature_statistics(
+    compose_cfg, env_data_dir: Path, tmp_path: Path
+) -> None:
+    from hydra.utils import instantiate
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "audio_stats.py"
+    overrides = [o for o in TINY_AUDIO if not o.startswith("+trainer")]
+    result = subprocess.run(
+        [sys.executable, str(script), *overrides, f"hydra.run.dir={tmp_path / 'stats'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith("data.mean=") and " data.std=" in line
+    mean, std = (float(part.split("=")[1]) for part in line.split())
+    expected = instantiate(compose_cfg("train", overrides).data).feature_stats()
+    assert (mean, std) == pytest.approx(expected, abs=1e-4)
+    assert std > 0 and abs(mean - -4.27) > 0.1  # measured, not the AudioSet fall-back

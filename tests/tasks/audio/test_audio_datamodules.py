@@ -182,3 +182,17 @@ def test_wave_augment_gain_shift_and_noise(dtmf_dir: Path) -> None:
 
 def test_ast_defaults_are_hf_values() -> None:
     assert (AST_MEAN, AST_STD) == (-4.2677393, 4.5689974)
+
+
+def test_empty_and_silent_clips_are_padded_not_crashed_on(tmp_path: Path) -> None:
+    root = tmp_path / "clips"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        sf.write(root / name / "empty.wav", np.zeros((0,), np.int16), 16000, subtype="PCM_16")
+        sf.write(root / name / "silent.wav", np.zeros(8000), 16000, subtype="PCM_16")
+        sf.write(root / name / "short.wav", 0.1 * np.ones(100), 16000, subtype="PCM_16")
+    dm = AudioFolderDataModule(root, val_fraction=0.4, batch_size=8, num_workers=0, drop_last=False)
+    dm.setup()
+    batches = [*dm.train_dataloader(), *dm.val_dataloader()]
+    assert sum(len(y) for _, y in batches) == 6
+    assert all(x.shape[1:] == (98, 128) and torch.isfinite(x).all() for x, _ in batches)
