@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -14,7 +13,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from mmattn.lit.optim import build_scheduler, weight_decay_groups
+from mmattn.lit.optim import configure_optimization
 
 Batch = Sequence[torch.Tensor]
 
@@ -184,25 +183,4 @@ class ClassificationModule(LightningModule):
 
     def configure_optimizers(self) -> Any:
         """Optimizer over weight-decay groups, plus the per-step warmup + cosine schedule when configured."""
-        if self.optimizer_factory is None:
-            raise ValueError(
-                "ClassificationModule has no optimizer; set module.optimizer, e.g. "
-                "{_target_: torch.optim.AdamW, _partial_: true, lr: 1e-3}"
-            )
-        optimizer = self.optimizer_factory(weight_decay_groups(self.net, self.weight_decay))
-        if not self.scheduler_options:
-            return optimizer
-        total_steps = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total_steps):
-            raise ValueError(
-                "the learning-rate schedule needs a finite run length; set trainer.max_epochs or trainer.max_steps "
-                "(or module.scheduler=null for a constant learning rate)"
-            )
-        # estimated_stepping_batches loaded the train loader, so num_training_batches is known (per process).
-        batches = self.trainer.num_training_batches
-        accumulate = self.trainer.accumulate_grad_batches
-        steps_per_epoch = math.ceil(batches / accumulate) if math.isfinite(batches) else total_steps
-        scheduler = build_scheduler(
-            optimizer, self.scheduler_options, total_steps=int(total_steps), steps_per_epoch=max(1, steps_per_epoch)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return configure_optimization(self, self.net, self.optimizer_factory, self.weight_decay, self.scheduler_options)

@@ -15,7 +15,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 # Keys accepted in `module.scheduler`; anything else is a typo we would otherwise ignore silently.
 SCHEDULER_KEYS = ("name", "warmup_steps", "warmup_epochs", "warmup_fraction", "min_lr", "interval")
-SCHEDULER_NAMES = ("cosine", "constant")
+SCHEDULER_NAMES = ("cosine", "constant", "inverse_sqrt")
 
 
 def weight_decay_groups(
@@ -77,6 +77,15 @@ def resolve_warmup_steps(options: Mapping[str, Any], *, total_steps: int, steps_
     return steps
 
 
+def inverse_sqrt_factor(step: int, *, warmup_steps: int) -> float:
+    """Multiplier at optimizer step `step` (0-based) of "Attention is all you need": linear warmup to the base rate,
+    then decay with 1 / sqrt(step), i.e. d^-0.5 * min(s^-0.5, s * warmup^-1.5) rescaled to peak at the base rate."""
+    s = step + 1
+    if warmup_steps < 1:
+        return s**-0.5
+    return min(s / warmup_steps, (warmup_steps / s) ** 0.5)
+
+
 def warmup_cosine_factor(step: int, *, warmup_steps: int, total_steps: int, min_factor: float, cosine: bool) -> float:
     """Multiplier of the base learning rate at optimizer step `step` (0-based).
 
@@ -98,8 +107,8 @@ def build_scheduler(
 
     Args:
         optimizer: Optimizer whose groups' current `lr` is the peak learning rate.
-        options: `module.scheduler`: `name` (cosine | constant), one of `warmup_steps` / `warmup_epochs` /
-            `warmup_fraction`, `min_lr` (absolute, reached at the end) and `interval` (step | epoch).
+        options: `module.scheduler`: `name` (cosine | constant | inverse_sqrt), one of `warmup_steps` /
+            `warmup_epochs` / `warmup_fraction`, `min_lr` (absolute, reached at the end) and `interval` (step | epoch).
         total_steps: Optimizer steps of the whole run (`trainer.estimated_stepping_batches`).
         steps_per_epoch: Optimizer steps in one epoch.
 
@@ -132,6 +141,11 @@ def build_scheduler(
         warmup = min(total - 1, round(warmup / steps_per_epoch))
 
     lambdas: list[Callable[[int], float]] = []
+    if name == "inverse_sqrt":
+        if interval != "step":
+            raise ValueError("module.scheduler.name=inverse_sqrt is defined per optimizer step; set interval=step")
+        lambdas = [partial(inverse_sqrt_factor, warmup_steps=warmup)] * len(optimizer.param_groups)
+        return {"scheduler": LambdaLR(optimizer, lambdas), "interval": interval, "frequency": 1}
     for group in optimizer.param_groups:
         base = float(group["lr"])
         min_factor = min_lr / base if base > 0 else 0.0
@@ -145,3 +159,36 @@ def build_scheduler(
             )
         )
     return {"scheduler": LambdaLR(optimizer, lambdas), "interval": interval, "frequency": 1}
+
+
+def configure_optimization(
+    module: Any,
+    net: nn.Module,
+    optimizer_factory: Callable[..., Optimizer] | None,
+    weight_decay: float,
+    scheduler_options: Mapping[str, Any] | None,
+) -> Any:
+    """What `LightningModule.configure_optimizers` returns: the optimizer over weight-decay groups of `net`, plus the
+    per-step schedule of `scheduler_options` sized from the trainer's run length."""
+    if optimizer_factory is None:
+        raise ValueError(
+            f"{type(module).__name__} has no optimizer; set module.optimizer, e.g. "
+            "{_target_: torch.optim.AdamW, _partial_: true, lr: 1e-3}"
+        )
+    optimizer = optimizer_factory(weight_decay_groups(net, weight_decay))
+    if not scheduler_options:
+        return optimizer
+    trainer = module.trainer
+    total_steps = trainer.estimated_stepping_batches
+    if not math.isfinite(total_steps):
+        raise ValueError(
+            "the learning-rate schedule needs a finite run length; set trainer.max_epochs or trainer.max_steps "
+            "(or module.scheduler=null for a constant learning rate)"
+        )
+    # estimated_stepping_batches loaded the train loader, so num_training_batches is known (per process).
+    batches = trainer.num_training_batches
+    steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else total_steps
+    scheduler = build_scheduler(
+        optimizer, scheduler_options, total_steps=int(total_steps), steps_per_epoch=max(1, steps_per_epoch)
+    )
+    return {"optimizer": optimizer, "lr_scheduler": scheduler}

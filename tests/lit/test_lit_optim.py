@@ -102,3 +102,14 @@ def test_schedule_option_errors_name_the_key() -> None:
 def test_warmup_longer_than_training_is_clamped_with_a_warning() -> None:
     with pytest.warns(UserWarning, match="does not fit in the 10 training steps"):
         assert resolve_warmup_steps({"warmup_steps": 50}, total_steps=10, steps_per_epoch=5) == 9
+
+
+def test_inverse_sqrt_is_the_papers_schedule() -> None:
+    d, warmup = 512, 4000
+    peak = d**-0.5 * warmup**-0.5
+    lrs = _lrs({"name": "inverse_sqrt", "warmup_steps": warmup}, total=10000, base_lr=peak)
+    for step in (0, 1, 999, 3999, 4000, 9999):
+        s = step + 1  # the paper counts steps from 1
+        assert lrs[step] == pytest.approx(d**-0.5 * min(s**-0.5, s * warmup**-1.5), rel=1e-9)
+    with pytest.raises(ValueError, match="inverse_sqrt is defined per optimizer step"):
+        _lrs({"name": "inverse_sqrt", "warmup_epochs": 1, "interval": "epoch"}, total=100, base_lr=1.0)

@@ -1,0 +1,169 @@
+"""Batched greedy and beam-search decoding of an `EncoderDecoder` with the decoder's KV cache.
+
+The source is encoded once; cross-attention keys/values are computed at the first step and kept in the cache, and every
+step feeds only the newest token. Shape legend: B sentences, K beams, T target steps, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["beam_search", "greedy_decode", "max_lengths"]
+
+
+def max_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int, hard_max: int | None = None) -> Tensor:
+    """Per-sentence output budgets `ceil(a * source length + b)` (EOS included), capped by `hard_max`."""
+    limits = torch.ceil(src_lengths.float() * max_len_a + max_len_b).long().clamp_min(1)
+    return limits if hard_max is None else limits.clamp_max(hard_max)
+
+
+def _source_lengths(src: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return torch.full((src.shape[0],), src.shape[1], device=src.device)
+    return (~mask).sum(dim=1)
+
+
+def _pad_outputs(rows: list[list[int]], pad_id: int, device: torch.device) -> Tensor:
+    width = max(1, max(len(r) for r in rows))
+    out = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long, device=device)
+    return out
+
+
+@torch.no_grad()
+def greedy_decode(
+    model,
+    src: Tensor,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int = 0,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    hard_max: int | None = None,
+    use_cache: bool = True,
+) -> Tensor:
+    """Most likely next token at every step until EOS or the length budget; returns ids [B, T] (EOS kept, then pad).
+
+    Args:
+        model: An `EncoderDecoder` (anything with `encode`, `decode` and `init_cache`).
+        src: Source batch, e.g. ids [B, S].
+        bos_id: Start token fed first.
+        eos_id: End token; a sentence stops after producing it.
+        pad_id: Filler after EOS in the returned tensor.
+        max_len_a: Output budget per source token.
+        max_len_b: Output budget added to that (budget = ceil(a * source length + b), EOS included).
+        hard_max: Cap on every budget.
+        use_cache: Feed one token per step through the KV cache (False recomputes the whole prefix each step;
+            the result is the same, only slower: kept for tests and benchmarks).
+    """
+    memory, mask = model.encode(src)
+    b = memory.shape[0]
+    limits = max_lengths(_source_lengths(src, mask), max_len_a, max_len_b, hard_max)
+    steps = int(limits.max())
+    cache = model.init_cache(b, steps, memory) if use_cache else None
+    tokens = torch.full((b, 1), bos_id, dtype=torch.long, device=memory.device)
+    done = torch.zeros(b, dtype=torch.bool, device=memory.device)
+    for t in range(steps):
+        step_in = tokens[:, -1:] if use_cache else tokens
+        logits = model.decode(step_in, memory, mask, cache=cache)[:, -1]
+        nxt = logits.argmax(dim=-1)
+        # The budget includes EOS: a sentence at its last allowed step is closed with EOS.
+        nxt = torch.where(limits == t + 1, torch.full_like(nxt, eos_id), nxt)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        done |= nxt == eos_id
+        if bool(done.all()):
+            break
+    return tokens[:, 1:]
+
+
+@torch.no_grad()
+def beam_search(
+    model,
+    src: Tensor,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int = 0,
+    beam_size: int = 4,
+    length_penalty: float = 1.0,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    hard_max: int | None = None,
+) -> Tensor:
+    """Beam search (fairseq's rules): returns the best finished hypothesis per sentence, ids [B, T] (EOS, then pad).
+
+    Each step extends the K live hypotheses by their 2K best continuations; an EOS among the best K finishes a
+    hypothesis, scored by its log-probability / length ** `length_penalty` (length counts EOS). A sentence stops when
+    K hypotheses have finished; live ones are closed with EOS at the length budget. Beam size 1 is greedy decoding.
+
+    Args:
+        model: An `EncoderDecoder` (anything with `encode`, `decode` and `init_cache`).
+        src: Source batch, e.g. ids [B, S].
+        bos_id: Start token.
+        eos_id: End token.
+        pad_id: Filler after EOS in the returned tensor.
+        beam_size: Hypotheses kept per sentence.
+        length_penalty: Exponent of the length normalisation (0 = raw log-probabilities, favouring short outputs).
+        max_len_a: Output budget per source token.
+        max_len_b: Output budget added to that.
+        hard_max: Cap on every budget.
+
+    Raises:
+        ValueError: `beam_size` < 1.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    k = beam_size
+    memory, mask = model.encode(src)
+    b, device = memory.shape[0], memory.device
+    limits = max_lengths(_source_lengths(src, mask), max_len_a, max_len_b, hard_max)
+    steps = int(limits.max())
+    # Every sentence's encoder output repeated for its K beams: [B*K, S, D].
+    memory = memory.repeat_interleave(k, dim=0)
+    mask = None if mask is None else mask.repeat_interleave(k, dim=0)
+    cache = model.init_cache(b * k, steps, memory)
+    tokens = torch.full((b * k, 1), bos_id, dtype=torch.long, device=device)
+    scores = torch.zeros(b, k, device=device)
+    scores[:, 1:] = float("-inf")  # all beams start equal: keep one, or the first step yields K copies
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+    active = torch.ones(b, dtype=torch.bool, device=device)
+    base = torch.arange(b, device=device)[:, None] * k  # row offset of each sentence in the B*K batch
+    for t in range(steps):
+        logp = torch.log_softmax(model.decode(tokens[:, -1:], memory, mask, cache=cache)[:, -1].float(), dim=-1)
+        v = logp.shape[-1]
+        last = limits == t + 1  # [B]: sentences whose budget ends at this step
+        # At the budget only EOS may follow.
+        logp = logp.view(b, k, v)
+        forced = torch.full_like(logp, float("-inf"))
+        forced[..., eos_id] = logp[..., eos_id]
+        logp = torch.where(last[:, None, None], forced, logp)
+        cand = (scores[:, :, None] + logp).view(b, k * v)
+        top_scores, top_idx = cand.topk(min(2 * k, k * v), dim=1)  # [B, 2K]
+        beam_idx, token_idx = top_idx // v, top_idx % v
+        is_eos = token_idx == eos_id
+        # Finish EOS candidates ranked among the best K (fairseq's rule; with K=1 this is greedy's stop).
+        eos_rows, eos_cols = torch.nonzero(is_eos[:, :k] & active[:, None], as_tuple=True)
+        if eos_rows.numel():
+            prefixes = tokens[(base[:, 0][eos_rows] + beam_idx[eos_rows, eos_cols])].tolist()
+            for row, col, prefix in zip(eos_rows.tolist(), eos_cols.tolist(), prefixes):
+                if len(finished[row]) < k and math.isfinite(top_scores[row, col].item()):
+                    hyp = prefix[1:] + [eos_id]
+                    finished[row].append((top_scores[row, col].item() / len(hyp) ** length_penalty, hyp))
+        active &= torch.tensor([len(f) < k for f in finished], device=device) & ~last
+        if not bool(active.any()):
+            break
+        # The K best non-EOS candidates live on (2K candidates always hold K of them).
+        keep_score = top_scores.masked_fill(is_eos, float("-inf"))
+        order = keep_score.topk(k, dim=1).indices  # [B, K]
+        scores = keep_score.gather(1, order)
+        src_rows = (base + beam_idx.gather(1, order)).view(-1)
+        cache.reorder(src_rows)
+        tokens = torch.cat([tokens[src_rows], token_idx.gather(1, order).view(-1, 1)], dim=1)
+    best = [max(f, key=lambda h: h[0])[1] if f else [eos_id] for f in finished]
+    return _pad_outputs(best, pad_id, device)

@@ -1,0 +1,219 @@
+"""EncoderDecoder (Vaswani et al., 2017): source adapter -> Encoder -> Decoder with cross-attention -> output layer."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mmattn.nn import Decoder, DecoderCache, Encoder, LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+
+__all__ = ["EncoderDecoder", "TokenEmbedding"]
+
+Positions = Literal["sinusoidal", "learned", "rotary"]
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class TokenEmbedding(nn.Module):
+    """Token ids [B, N] -> [B, N, D]: embedding * sqrt(D) + absolute positions, then dropout (the paper's input).
+
+    Args:
+        vocab_size: Rows of the table.
+        dim: Token width D.
+        pad_id: Padding id (its row starts at zero and gets no gradient).
+        positions: "sinusoidal" (fixed), "learned" (a table of `max_positions`) or "none" (rotary in attention).
+        max_positions: Rows of a learned table (sinusoidal tables grow on demand).
+        scale: Multiply embeddings by sqrt(D).
+        dropout: Dropout on the sum.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int,
+        *,
+        pad_id: int = 0,
+        positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
+        max_positions: int = 1024,
+        scale: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+        # N(0, D^-1/2) keeps the scaled embedding at unit variance, on the scale of the positions.
+        nn.init.normal_(self.embed.weight, std=dim**-0.5)
+        with torch.no_grad():
+            self.embed.weight[pad_id].zero_()
+        self.scale = math.sqrt(dim) if scale else 1.0
+        if positions == "sinusoidal":
+            self.positions: nn.Module | None = SinusoidalPositionalEncoding(dim, max_positions)
+        elif positions == "learned":
+            self.positions = LearnedPositionalEmbedding(max_positions, dim)
+        elif positions == "none":
+            self.positions = None
+        else:
+            raise ValueError(f"positions must be 'sinusoidal', 'learned' or 'none', got {positions!r}")
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids: Tensor, *, offset: int = 0) -> Tensor:
+        """Embed ids [B, N] standing at positions offset, offset+1, ..."""
+        x = self.embed(ids) * self.scale
+        if self.positions is not None:
+            x = self.positions(x, offset=offset)
+        return self.dropout(x)
+
+
+class EncoderDecoder(nn.Module):
+    """The Transformer of "Attention is all you need" on the shared core, for any source feeding a text decoder.
+
+    The source is token ids [B, S] (padding = `pad_id`) unless a `source` module is given: any module mapping the
+    source batch to `(tokens [B, S, dim], padding_mask [B, S] or None)` (an audio or image front end).
+
+    Args:
+        src_vocab_size: Source vocabulary (ignored with a `source` module).
+        tgt_vocab_size: Target vocabulary.
+        dim: Model width (d_model).
+        encoder_depth: Encoder layers.
+        decoder_depth: Decoder layers.
+        num_heads: Attention heads.
+        mlp_ratio: Feed-forward width over `dim` (2048 / 512 = 4 in the paper).
+        activation: Feed-forward activation, "relu" (the paper), "gelu" or "silu".
+        dropout: Dropout on embeddings and residual branches (0.1 in the paper).
+        attn_dropout: Dropout on attention weights.
+        act_dropout: Dropout after the feed-forward activation.
+        positions: "sinusoidal" (the paper), "learned" or "rotary" (rotates queries and keys in every layer).
+        max_positions: Size of learned position tables.
+        share_embeddings: "none"; "decoder" ties the target embedding and the output projection; "all" also shares
+            them with the source embedding (needs one joint vocabulary).
+        norm_first: Pre-norm (default) or post-norm (the paper) layers.
+        norm_eps: LayerNorm epsilon.
+        pad_id: Padding id of both vocabularies.
+        source: Optional source adapter replacing the source token embedding.
+
+    Raises:
+        ValueError: `num_heads` not dividing `dim`, `share_embeddings="all"` with two vocabulary sizes, or an unknown
+            option.
+    """
+
+    def __init__(
+        self,
+        *,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        dim: int = 512,
+        encoder_depth: int = 6,
+        decoder_depth: int = 6,
+        num_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        activation: str = "relu",
+        dropout: float = 0.1,
+        attn_dropout: float = 0.0,
+        act_dropout: float = 0.0,
+        positions: Positions = "sinusoidal",
+        max_positions: int = 1024,
+        share_embeddings: Literal["none", "decoder", "all"] = "decoder",
+        norm_first: bool = True,
+        norm_eps: float = 1e-5,
+        pad_id: int = 0,
+        source: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
+        if positions not in ("sinusoidal", "learned", "rotary"):
+            raise ValueError(f"positions must be 'sinusoidal', 'learned' or 'rotary', got {positions!r}")
+        if share_embeddings not in ("none", "decoder", "all"):
+            raise ValueError(f"share_embeddings must be 'none', 'decoder' or 'all', got {share_embeddings!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if share_embeddings == "all" and source is None and src_vocab_size != tgt_vocab_size:
+            raise ValueError(
+                f"share_embeddings='all' needs one joint vocabulary, but src_vocab_size={src_vocab_size} and "
+                f"tgt_vocab_size={tgt_vocab_size}; train a joint tokenizer or use share_embeddings='decoder'"
+            )
+        self.dim = dim
+        self.pad_id = pad_id
+        self.src_vocab_size = src_vocab_size
+        self.tgt_vocab_size = tgt_vocab_size
+        absolute = "none" if positions == "rotary" else positions
+        embed_kw = dict(pad_id=pad_id, positions=absolute, max_positions=max_positions, dropout=dropout)
+        self.tgt_embed = TokenEmbedding(tgt_vocab_size, dim, **embed_kw)
+        self.source = source
+        self.src_embed: TokenEmbedding | None = None
+        if source is None:
+            self.src_embed = TokenEmbedding(src_vocab_size, dim, **embed_kw)
+            if share_embeddings == "all":
+                self.src_embed.embed = self.tgt_embed.embed
+        stack_kw = dict(
+            mlp_ratio=mlp_ratio,
+            dropout=dropout,
+            attn_dropout=attn_dropout,
+            act_dropout=act_dropout,
+            act_layer=_ACTIVATIONS[activation],
+            norm_first=norm_first,
+            norm_eps=norm_eps,
+            relative_position="rotary" if positions == "rotary" else None,
+        )
+        self.encoder = Encoder(dim, encoder_depth, num_heads, **stack_kw)
+        self.decoder = Decoder(dim, decoder_depth, num_heads, **stack_kw)
+        self.output = nn.Linear(dim, tgt_vocab_size, bias=False)
+        if share_embeddings in ("decoder", "all"):
+            self.output.weight = self.tgt_embed.embed.weight
+        else:
+            nn.init.normal_(self.output.weight, std=dim**-0.5)
+        for stack in (self.encoder, self.decoder):
+            for m in stack.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+
+    def encode(self, src: Tensor, src_padding_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Encoder output [B, S, D] and its padding mask [B, S] (True = padding) for a source batch."""
+        if self.source is not None:
+            tokens, mask = self.source(src)
+            mask = src_padding_mask if src_padding_mask is not None else mask
+        else:
+            mask = src == self.pad_id if src_padding_mask is None else src_padding_mask
+            tokens = self.src_embed(src)
+        # An all-False mask costs a masked attention kernel for nothing.
+        mask = mask if mask is not None and bool(mask.any()) else None
+        return self.encoder(tokens, key_padding_mask=mask), mask
+
+    def decode(
+        self,
+        tgt_in: Tensor,
+        memory: Tensor,
+        memory_padding_mask: Tensor | None = None,
+        *,
+        cache: DecoderCache | None = None,
+    ) -> Tensor:
+        """Next-token logits [B, T, V] for target inputs [B, T] (all of them, or the new ones after `cache`).
+
+        Target padding needs no mask: padding only follows the real tokens, which causal attention keeps from seeing
+        it, and the loss ignores the padded positions.
+        """
+        offset = 0 if cache is None else cache.length
+        y = self.tgt_embed(tgt_in, offset=offset)
+        h = self.decoder(y, memory, memory_key_padding_mask=memory_padding_mask, cache=cache)
+        return self.output(h)
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced logits [B, T, V] for source ids [B, S] and target inputs [B, T] (bos + target[:-1])."""
+        memory, mask = self.encode(src)
+        return self.decode(tgt_in, memory, mask)
+
+    def init_cache(self, batch_size: int, max_len: int, memory: Tensor) -> DecoderCache:
+        """Empty decoder caches for `batch_size` rows, `max_len` target tokens and this encoder output."""
+        return self.decoder.init_cache(
+            batch_size, max_len, memory_len=memory.shape[1], dtype=memory.dtype, device=memory.device
+        )
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that AdamW should not decay (embedding tables)."""
+        names = {"tgt_embed.embed.weight", "output.weight"}
+        if self.src_embed is not None:
+            names.add("src_embed.embed.weight")
+        return names
