@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from mmattn.nn import MultiHeadAttention
 
-SECTIONS = ("attention", "vit", "memory", "audio")
+SECTIONS = ("attention", "vit", "memory", "audio", "translation")
 MEMORY_CASES = ("fused", "explicit", "need_weights")
 MIB = 2**20
 
@@ -45,7 +45,15 @@ ATTENTION_SHAPES = [(32, 64, 192, 3, False), (8, 256, 256, 4, False), (4, 1024, 
 ATTENTION_SHAPES_QUICK = [(2, 16, 32, 2, False), (2, 32, 32, 4, True)]
 MEMORY_SHAPE = (1, 4096, 256, 4)  # B, N, D, H: one fp32 score matrix is N*N*H*4 bytes = 256 MiB
 MEMORY_SHAPE_QUICK = (1, 1024, 64, 4)
-TARGETS = {"attention ours/torch_mha": 1.0, "attention ours/bare": 1.1, "vit_train_step ours/timm": 1.05}
+TARGETS = {
+    "attention ours/torch_mha": 1.0,
+    "attention ours/bare": 1.1,
+    "vit_train_step ours/timm": 1.05,
+    # Below these: cached greedy decoding at 128 tokens must be >= 3x faster than recomputing the prefix (time ratio
+    # <= 1/3), and a training step no slower than torch.nn.Transformer's (time ratio <= 1.0).
+    "decode_128 cached/recompute": 1 / 3,
+    "seq2seq_train_step ours/torch": 1.0,
+}
 
 
 def log(msg: str) -> None:
@@ -497,6 +505,118 @@ def bench_audio(args: argparse.Namespace, device: torch.device) -> dict[str, Any
     return {"what": "clips/s of one process; train step = forward, CE, backward, AdamW; fp32", "results": results}
 
 
+# --------------------------------------------------------------------------------------------------- translation
+
+
+class TorchSeq2Seq(nn.Module):
+    """torch.nn.Transformer with the same embeddings, sinusoidal positions and tied output layer as EncoderDecoder."""
+
+    def __init__(self, vocab: int, dim: int, depth: int, heads: int, ffn: int) -> None:
+        super().__init__()
+        from mmattn.nn import sinusoidal_table
+
+        self.embed = nn.Embedding(vocab, dim, padding_idx=0)
+        self.register_buffer("pos", sinusoidal_table(1024, dim), persistent=False)
+        self.core = nn.Transformer(
+            dim, heads, depth, depth, ffn, dropout=0.1, batch_first=True, norm_first=True, activation="relu"
+        )
+        self.scale = dim**0.5
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        s = self.embed(src) * self.scale + self.pos[: src.shape[1]]
+        t = self.embed(tgt_in) * self.scale + self.pos[: tgt_in.shape[1]]
+        mask = nn.Transformer.generate_square_subsequent_mask(tgt_in.shape[1], device=src.device)
+        h = self.core(s, t, tgt_mask=mask, tgt_is_causal=True, src_key_padding_mask=src == 0)
+        return h @ self.embed.weight.T
+
+
+def bench_translation(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Greedy decoding with the KV cache against recomputing the prefix, and a seq2seq training step of our
+    EncoderDecoder against torch.nn.Transformer of the same size."""
+    from mmattn.models import EncoderDecoder, greedy_decode
+
+    vocab, dim, depth, heads = (64, 32, 1, 2) if args.quick else (8000, 512, 6, 8)
+    batch, src_len = (2, 8) if args.quick else (16, 32)
+    repeats = args.repeats or (2 if args.quick else 5)
+    torch.manual_seed(0)
+    ours = EncoderDecoder(
+        src_vocab_size=vocab,
+        tgt_vocab_size=vocab,
+        dim=dim,
+        encoder_depth=depth,
+        decoder_depth=depth,
+        num_heads=heads,
+        share_embeddings="all",
+    ).to(device)
+    src = torch.randint(4, vocab, (batch, src_len), device=device)
+
+    decode: dict[str, Any] = {}
+    for steps in (16,) if args.quick else (64, 128):
+        # An EOS id outside the vocabulary is never produced, so both variants run all `steps` steps.
+        kw = dict(bos_id=1, eos_id=vocab, max_len_a=0.0, max_len_b=steps)
+        ours.eval()
+        samples, _ = time_interleaved(
+            {
+                "cached": lambda kw=kw: greedy_decode(ours, src, use_cache=True, **kw),
+                "recompute": lambda kw=kw: greedy_decode(ours, src, use_cache=False, **kw),
+            },
+            device=device,
+            warmup=1,
+            repeats=repeats,
+        )
+        medians = {k: statistics.median(v) for k, v in samples.items()}
+        decode[str(steps)] = {
+            "median_s": medians,
+            "ratio": {"cached/recompute": medians["cached"] / medians["recompute"]},
+            "speedup": medians["recompute"] / medians["cached"],
+        }
+        log(
+            f"decode {steps} tokens batch={batch}: cached {medians['cached']:.3f} s, recompute "
+            f"{medians['recompute']:.3f} s ({decode[str(steps)]['speedup']:.1f}x)"
+        )
+
+    tgt_len = 8 if args.quick else 32
+    theirs = TorchSeq2Seq(vocab, dim, depth, heads, 4 * dim).to(device)
+    tgt_in = torch.randint(4, vocab, (batch, tgt_len), device=device)
+    tgt = torch.randint(4, vocab, (batch, tgt_len), device=device)
+
+    def make_step(model: nn.Module) -> Callable[[], None]:
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            logits = model(src, tgt_in)
+            F.cross_entropy(logits.reshape(-1, vocab), tgt.reshape(-1), label_smoothing=0.1).backward()
+            opt.step()
+
+        return step
+
+    samples, _ = time_interleaved(
+        {"ours": make_step(ours), "torch": make_step(theirs)}, device=device, warmup=1, repeats=repeats
+    )
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    tokens = batch * (src_len + tgt_len)
+    train = {
+        "median_s": medians,
+        "tokens_per_s": {k: tokens / v for k, v in medians.items()},
+        "ratio": {"ours/torch": medians["ours"] / medians["torch"]},
+        "params": {k: sum(p.numel() for p in m.parameters()) for k, m in (("ours", ours), ("torch", theirs))},
+    }
+    log(
+        f"seq2seq train step: ours {medians['ours']:.3f} s, torch.nn.Transformer {medians['torch']:.3f} s; "
+        + _fmt_ratios(train["ratio"])
+    )
+    return {
+        "model": {"vocab": vocab, "dim": dim, "depth": depth, "heads": heads, "ffn": 4 * dim},
+        "batch": batch,
+        "src_len": src_len,
+        "tgt_len": tgt_len,
+        "decode": decode,
+        "train_step": train,
+    }
+
+
 # -------------------------------------------------------------------------------------------------------- main
 
 
@@ -508,6 +628,10 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
             worst[f"attention {key}"] = max(r["ratio"][key] for r in result["attention"]["results"])
     if "vit_train_step" in result:
         worst["vit_train_step ours/timm"] = result["vit_train_step"]["ratio"]["ours/timm"]
+    if "translation" in result and "128" in result["translation"]["decode"]:
+        worst["decode_128 cached/recompute"] = result["translation"]["decode"]["128"]["ratio"]["cached/recompute"]
+    if "translation" in result:
+        worst["seq2seq_train_step ours/torch"] = result["translation"]["train_step"]["ratio"]["ours/torch"]
     return {name: {"limit": TARGETS[name], "worst": w, "pass": w <= TARGETS[name]} for name, w in worst.items()}
 
 
@@ -603,6 +727,7 @@ def main(argv: list[str] | None = None) -> None:
             ("vit", lambda: bench_vit(args, device)),
             ("memory", lambda: bench_memory(args, device, threads)),
             ("audio", lambda: bench_audio(args, device)),
+            ("translation", lambda: bench_translation(args, device)),
         ):
             if section in args.sections:
                 t0 = time.perf_counter()

@@ -41,7 +41,13 @@ def test_meta_and_out_file(quick_run: tuple[dict, Path]) -> None:
     assert meta["device"] == "cpu" and meta["quick"] is True
     assert isinstance(meta["torch"], str) and isinstance(meta["timm"], str)
     assert isinstance(meta["threads"], int) and meta["threads"] >= 1
-    assert set(meta["section_seconds"]) == {"attention", "vit_train_step", "attention_memory", "audio_pipeline"}
+    assert set(meta["section_seconds"]) == {
+        "attention",
+        "vit_train_step",
+        "attention_memory",
+        "audio_pipeline",
+        "translation",
+    }
     assert _positive_finite(meta["elapsed_s"])
 
 
@@ -90,9 +96,27 @@ def test_audio_section(quick_run: tuple[dict, Path]) -> None:
 
 
 @pytest.mark.slow
+def test_translation_section(quick_run: tuple[dict, Path]) -> None:
+    tr = quick_run[0]["translation"]
+    assert set(tr["decode"]) == {"16"}
+    d = tr["decode"]["16"]
+    assert set(d["median_s"]) == {"cached", "recompute"} and _positive_finite(d["speedup"])
+    step = tr["train_step"]
+    assert set(step["tokens_per_s"]) == {"ours", "torch"}
+    assert all(_positive_finite(v) for v in step["tokens_per_s"].values())
+    # Same size: the two models hold the same number of parameters.
+    assert step["params"]["ours"] == step["params"]["torch"]
+
+
+@pytest.mark.slow
 def test_targets_listed(quick_run: tuple[dict, Path]) -> None:
     targets = quick_run[0]["targets"]
-    assert set(targets) == {"attention ours/torch_mha", "attention ours/bare", "vit_train_step ours/timm"}
+    assert set(targets) == {
+        "attention ours/torch_mha",
+        "attention ours/bare",
+        "vit_train_step ours/timm",
+        "seq2seq_train_step ours/torch",  # --quick decodes 16 tokens, so the 128-token target is not listed
+    }
     for t in targets.values():
         assert _positive_finite(t["worst"]) and _positive_finite(t["limit"]) and isinstance(t["pass"], bool)
 

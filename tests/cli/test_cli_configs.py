@@ -16,6 +16,7 @@ from omegaconf import OmegaConf, open_dict
 from mmattn.lit import ClassificationModule
 
 CONFIGS = Path(str(files("mmattn.configs")))
+TEXT_DATA = ("scan", "parallel_text")
 
 
 def options(group: str) -> list[str]:
@@ -38,6 +39,17 @@ def test_config_groups_are_all_there() -> None:
 
 @pytest.mark.parametrize("option", options("data"))
 def test_data_options_instantiate(compose_cfg, option: str, tmp_path: Path, env_data_dir: Path) -> None:
+    if option in TEXT_DATA:
+        # Text data feeds the seq2seq module; its model config follows the vocabulary size instead.
+        overrides = [f"data={option}", "data.root=" + str(tmp_path), "model=transformer_demo"]
+        if option == "parallel_text":
+            overrides += ["data.src_lang=de", "data.tgt_lang=en"]
+        cfg = compose_cfg("train", overrides)
+        _paths(cfg, tmp_path)
+        datamodule = instantiate(cfg.data)
+        assert isinstance(datamodule, pl.LightningDataModule)
+        assert datamodule.vocab_size == cfg.model.src_vocab_size == cfg.model.tgt_vocab_size
+        return
     cfg = compose_cfg("train", [f"data={option}", "data.root=" + str(tmp_path), "data.num_classes=10"])
     _paths(cfg, tmp_path)
     datamodule = instantiate(cfg.data)
@@ -48,6 +60,13 @@ def test_data_options_instantiate(compose_cfg, option: str, tmp_path: Path, env_
 @pytest.mark.parametrize("option", options("model"))
 def test_model_options_instantiate_and_follow_the_data_config(compose_cfg, option: str) -> None:
     # depth=1 keeps the big presets cheap; the class count and input size come from the data config.
+    if option.startswith("transformer"):
+        cfg = compose_cfg("train", ["data=scan", f"model={option}", "model.encoder_depth=1", "model.decoder_depth=1"])
+        net = instantiate(cfg.model)
+        assert net.tgt_vocab_size == cfg.data.vocab_size
+        logits = net(torch.randint(3, 50, (2, 7)), torch.randint(3, 50, (2, 5)))
+        assert logits.shape == (2, 5, cfg.data.vocab_size)
+        return
     if option.startswith("ast"):
         data = ["data=dtmf", "data.num_mel_bins=64", "data.target_length=120"]
         shape: tuple[int, ...] = (2, 120, 64)
@@ -120,7 +139,12 @@ def test_no_experiment_is_the_vision_demo(compose_cfg) -> None:
 def test_experiments_compose(compose_cfg, option: str) -> None:
     cfg = compose_cfg("train", [f"experiment={option}"], return_hydra_config=True)
     assert cfg.hydra.runtime.choices.experiment == option
-    assert cfg.model.num_classes == cfg.data.num_classes == cfg.module.num_classes
+    if cfg.module._target_ == "mmattn.lit.Seq2SeqModule":
+        assert cfg.model.tgt_vocab_size == cfg.data.vocab_size
+        assert cfg.trainer.use_distributed_sampler is False  # the token-budget sampler shards per rank itself
+        assert cfg.callbacks.model_checkpoint.monitor in ("val/exact", "val/bleu")
+    else:
+        assert cfg.model.num_classes == cfg.data.num_classes == cfg.module.num_classes
 
 
 def test_vit_cifar10_turns_on_its_recipe(compose_cfg) -> None:
@@ -152,3 +176,13 @@ def test_eval_config_composes(compose_cfg) -> None:
     assert "data" not in cfg and cfg.task_name == "eval"
     cfg = compose_cfg("eval", ["ckpt_path=x.ckpt", "data=cifar10"])
     assert cfg.data.name == "cifar10"
+
+
+def test_seq2seq_module_instantiates_with_its_decoding(compose_cfg) -> None:
+    from mmattn.lit import Seq2SeqModule
+
+    cfg = compose_cfg("train", ["experiment=translation_demo"])
+    module = instantiate(cfg.module, net=instantiate(cfg.model))
+    assert isinstance(module, Seq2SeqModule)
+    assert module.decoding["beam_size"] == 1 and module.decoding["max_len_a"] == 5.0
+    assert type(module.optimizer_factory.keywords["betas"]) is list

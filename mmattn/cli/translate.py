@@ -1,0 +1,68 @@
+"""`mmattn-translate ckpt_path=...`: translate lines from stdin or a file with a checkpoint from mmattn-train."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+DECODING_OVERRIDES = ("beam_size", "length_penalty", "max_len_a", "max_len_b")
+
+
+def translate(cfg: DictConfig) -> list[str]:
+    """Load the checkpoint's model, module and tokenizer, translate the input lines, write one line each.
+
+    Args:
+        cfg: The composed `translate` config (ckpt_path, input, output, decoding overrides, batch_size, device).
+
+    Returns:
+        The translations, in input order.
+    """
+    from hydra.utils import get_class, instantiate
+
+    from mmattn.cli.eval import load_run_config
+    from mmattn.cli.utils import resolve_ckpt_path
+
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, trainer=None)
+    stored = load_run_config(ckpt_path)
+    module_cls = get_class(stored["module"]["_target_"])
+    if not hasattr(module_cls, "translate"):
+        raise ValueError(f"{ckpt_path} holds a {module_cls.__name__}, which does not translate; use a seq2seq run")
+    module = module_cls.load_from_checkpoint(
+        ckpt_path, map_location=cfg.device, weights_only=True, net=instantiate(stored["model"])
+    )
+    for key in DECODING_OVERRIDES:
+        if cfg.get(key) is not None:
+            module.decoding[key] = cfg[key]
+    if cfg.input is None:
+        lines = sys.stdin.read().splitlines()
+    else:
+        path = Path(cfg.input).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"input file {path} does not exist; pass input=<file> or pipe lines to stdin")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    out = module.to(cfg.device).translate(lines, batch_size=int(cfg.batch_size)) if lines else []
+    text = "".join(line + "\n" for line in out)
+    if cfg.output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        Path(cfg.output).expanduser().write_text(text, encoding="utf-8")
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="pkg://mmattn.configs", config_name="translate")
+def _main(cfg: DictConfig) -> None:
+    """Hydra entry point; see configs/translate.yaml for the options."""
+    translate(cfg)
+
+
+def main() -> None:
+    """Console script `mmattn-translate` (also `python -m mmattn.translate`)."""
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Seq2SeqModule: any source adapter feeding a text decoder, trained with label-smoothed cross-entropy, evaluated by
+decoding (greedy or beam search) with BLEU, chrF and exact match."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import get_class
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.text import CHRFScore, SacreBLEUScore
+
+from mmattn.lit.optim import configure_optimization
+from mmattn.models.decoding import beam_search, greedy_decode
+
+__all__ = ["Seq2SeqModule", "TOKENIZER_KEY"]
+
+# Where the tokenizer travels inside a checkpoint: evaluation and translation need nothing else.
+TOKENIZER_KEY = "mmattn_tokenizer"
+DECODING_KEYS = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "hard_max")
+METRICS = ("bleu", "chrf", "exact")
+
+
+class _ExactMatch(MeanMetric):
+    """Share of hypotheses equal to their reference (after stripping outer whitespace)."""
+
+    def update(self, hyps: Sequence[str], refs: Sequence[str]) -> None:  # type: ignore[override]
+        super().update(torch.tensor([float(h.strip() == r.strip()) for h, r in zip(hyps, refs)]))
+
+
+class Seq2SeqModule(LightningModule):
+    """Sequence-to-sequence training and evaluation for a net with `encode(src)` and `decode(...)` (`EncoderDecoder`).
+
+    Batches are dicts: `src` (source batch, e.g. ids [B, S]), `tgt` (target ids [B, T], EOS-terminated, padded),
+    and for evaluation `ref` (the reference texts). The decoder input is BOS + `tgt[:, :-1]` (teacher forcing).
+    The tokenizer comes from the datamodule (`datamodule.tokenizer`) or the checkpoint; it needs `pad_id`, `bos_id`,
+    `eos_id`, `decode_tgt_batch(ids)`, `encode_src_batch(texts)`, `to_dict()` and a `from_dict` classmethod.
+
+    Args:
+        net: The network.
+        optimizer: Partial optimizer taking parameter groups (e.g. Adam with betas 0.9/0.98).
+        scheduler: `mmattn.lit.optim.build_scheduler` options (e.g. name=inverse_sqrt, warmup_steps=4000).
+        weight_decay: Decay of the weight matrices (embeddings, biases and norms get none).
+        label_smoothing: Label smoothing of the cross-entropy (0.1 in the paper); padding is ignored.
+        decoding: beam_size (1 = greedy), length_penalty, max_len_a, max_len_b (budget = a * source length + b),
+            hard_max.
+        val_decode_batches: Validation batches decoded for BLEU/exact match each epoch (a fixed subset, since the
+            val loader is not shuffled); None decodes all. Loss is computed on every batch; test decodes everything.
+        metrics: Any of "bleu" (SacreBLEU, 13a tokenisation, 0-100), "chrf" (0-100), "exact" (0-1).
+        compile: torch.compile the net at setup.
+        tokenizer: A tokenizer, when not taken from the datamodule.
+
+    Raises:
+        ValueError: Unknown decoding keys or metrics, out-of-range options.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        weight_decay: float = 0.0,
+        label_smoothing: float = 0.1,
+        decoding: Mapping[str, Any] | None = None,
+        val_decode_batches: int | None = 4,
+        metrics: Sequence[str] = ("bleu", "exact"),
+        compile: bool = False,
+        tokenizer: Any = None,
+    ) -> None:
+        super().__init__()
+        decoding = dict(decoding or {})
+        unknown = sorted(set(decoding) - set(DECODING_KEYS))
+        if unknown:
+            raise ValueError(f"unknown module.decoding keys {unknown}; allowed keys are {list(DECODING_KEYS)}")
+        if int(decoding.get("beam_size", 1)) < 1:
+            raise ValueError(f"module.decoding.beam_size must be >= 1, got {decoding['beam_size']}")
+        bad = sorted(set(metrics) - set(METRICS))
+        if bad or not metrics:
+            raise ValueError(f"module.metrics {list(metrics)}: choose from {list(METRICS)}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}; fix module.label_smoothing")
+        if val_decode_batches is not None and val_decode_batches < 0:
+            raise ValueError(f"val_decode_batches must be >= 0 or null, got {val_decode_batches}")
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_options = dict(scheduler) if scheduler else None
+        self.weight_decay = float(weight_decay)
+        self.label_smoothing = float(label_smoothing)
+        self.decoding = {"beam_size": 4, "length_penalty": 1.0, "max_len_a": 1.5, "max_len_b": 10, **decoding}
+        self.val_decode_batches = val_decode_batches
+        self.compile_net = bool(compile)
+        self.tokenizer = tokenizer
+        self.save_hyperparameters(
+            {
+                "scheduler": self.scheduler_options,
+                "weight_decay": self.weight_decay,
+                "label_smoothing": self.label_smoothing,
+                "decoding": self.decoding,
+                "val_decode_batches": val_decode_batches,
+                "metrics": list(metrics),
+            }
+        )
+        self.val_metrics = self._metrics(metrics, "val/")
+        self.test_metrics = self._metrics(metrics, "test/")
+
+    @staticmethod
+    def _metrics(names: Sequence[str], prefix: str) -> MetricCollection:
+        make = {
+            "bleu": lambda: SacreBLEUScore(tokenize="13a"),
+            # chrF (character n-grams only), sacrebleu's default; n_word_order=2 would be chrF++.
+            "chrf": lambda: CHRFScore(n_word_order=0),
+            "exact": lambda: _ExactMatch(),
+        }
+        return MetricCollection({name: make[name]() for name in names}, prefix=prefix)
+
+    # ---------------------------------------------------------------------------------------------- tokenizer
+
+    def setup(self, stage: str) -> None:
+        """Take the tokenizer from the datamodule, check it fits the net, compile once if asked."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        if tokenizer is not None:
+            self.tokenizer = tokenizer
+        if self.tokenizer is None:
+            raise ValueError(
+                "Seq2SeqModule has no tokenizer: the datamodule provides none and the checkpoint carried none; "
+                "train from a translation datamodule or load a checkpoint written by mmattn-train"
+            )
+        for side in ("src", "tgt"):
+            have = getattr(self.tokenizer, f"{side}_vocab_size", None)
+            room = getattr(self.net, f"{side}_vocab_size", None)
+            if have is not None and room is not None and getattr(self.net, "source", None) is None and have > room:
+                raise ValueError(
+                    f"the {side} tokenizer has {have} tokens but the model's {side}_vocab_size is {room}; "
+                    f"raise model.{side}_vocab_size (it follows data.vocab_size) to at least {have}"
+                )
+        if self.compile_net and not getattr(self, "_compiled", False):
+            self.net.compile()
+            self._compiled = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the tokenizer (plain JSON strings, so the checkpoint loads with weights_only=True)."""
+        if self.tokenizer is not None:
+            cls = type(self.tokenizer)
+            checkpoint[TOKENIZER_KEY] = {"class": f"{cls.__module__}.{cls.__qualname__}", **self.tokenizer.to_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild the tokenizer stored by `on_save_checkpoint`."""
+        self.tokenizer = tokenizer_from_checkpoint(checkpoint)
+
+    # ------------------------------------------------------------------------------------------- train / eval
+
+    def _loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, int]:
+        src, tgt = batch["src"], batch["tgt"]
+        pad, bos = self.tokenizer.pad_id, self.tokenizer.bos_id
+        # Positions after EOS hold padding in both tgt_in and tgt; the loss ignores them.
+        tgt_in = torch.cat([torch.full_like(tgt[:, :1], bos), tgt[:, :-1]], dim=1)
+        logits = self.net(src, tgt_in)
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            tgt.reshape(-1),
+            ignore_index=pad,
+            label_smoothing=self.label_smoothing,
+        )
+        return loss, int((tgt != pad).sum())
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        """Label-smoothed cross-entropy per target token (padding ignored)."""
+        loss, tokens = self._loss(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=tokens)
+        return loss
+
+    @torch.no_grad()
+    def generate(self, src: Tensor) -> Tensor:
+        """Output ids [B, T] for a source batch with the configured decoding (beam_size 1 = greedy)."""
+        options = dict(self.decoding)
+        beam_size = int(options.pop("beam_size"))
+        length_penalty = float(options.pop("length_penalty"))
+        ids = dict(bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id)
+        if beam_size == 1:
+            return greedy_decode(self.net, src, **ids, **options)
+        return beam_search(self.net, src, beam_size=beam_size, length_penalty=length_penalty, **ids, **options)
+
+    def _eval_step(self, batch: Mapping[str, Any], stage: str, decode: bool) -> Tensor:
+        loss, tokens = self._loss(batch)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=tokens)
+        if decode:
+            metrics = self.val_metrics if stage == "val" else self.test_metrics
+            hyps = self.tokenizer.decode_tgt_batch(self.generate(batch["src"]).tolist())
+            refs = list(batch["ref"])
+            for name, metric in metrics.items(keep_base=True):
+                if name.endswith("exact"):
+                    metric.update(hyps, refs)
+                else:
+                    metric.update(hyps, [[r] for r in refs])
+        return loss
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        """Loss on every batch; decode the first `val_decode_batches` batches for the text metrics."""
+        limit = self.val_decode_batches
+        return self._eval_step(batch, "val", decode=limit is None or batch_idx < limit)
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        """Loss and text metrics on every test batch."""
+        return self._eval_step(batch, "test", decode=True)
+
+    def _log_text_metrics(self, metrics: MetricCollection) -> None:
+        if not any(m.update_called for m in metrics.values()):
+            return
+        values = metrics.compute()
+        for name, value in values.items():
+            scale = 1.0 if name.endswith("exact") else 100.0  # BLEU and chrF on sacrebleu's 0-100 scale
+            self.log(name, value * scale, prog_bar=name.startswith("val/"), sync_dist=False)
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Log BLEU / chrF / exact match of the decoded subset."""
+        self._log_text_metrics(self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        """Log BLEU / chrF / exact match of the test set."""
+        self._log_text_metrics(self.test_metrics)
+
+    def configure_optimizers(self) -> Any:
+        """Optimizer over weight-decay groups, plus the configured per-step schedule."""
+        return configure_optimization(self, self.net, self.optimizer_factory, self.weight_decay, self.scheduler_options)
+
+    # ------------------------------------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def translate(self, lines: Sequence[str], *, batch_size: int = 64) -> list[str]:
+        """Translate plain-text lines with the configured decoding; one output line per input line, in order."""
+        if self.tokenizer is None:
+            raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
+        was_training = self.training
+        self.eval()
+        out: list[str] = []
+        pad = self.tokenizer.pad_id
+        for start in range(0, len(lines), batch_size):
+            encoded = self.tokenizer.encode_src_batch(list(lines[start : start + batch_size]))
+            width = max(1, max(len(e) for e in encoded))
+            src = torch.full((len(encoded), width), pad, dtype=torch.long, device=self.device)
+            for i, ids in enumerate(encoded):
+                src[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            out += self.tokenizer.decode_tgt_batch(self.generate(src).tolist())
+        self.train(was_training)
+        return out
+
+
+def tokenizer_from_checkpoint(checkpoint: Mapping[str, Any]) -> Any:
+    """The tokenizer a `Seq2SeqModule` stored in `checkpoint`.
+
+    Raises:
+        ValueError: The checkpoint carries no tokenizer.
+    """
+    stored = checkpoint.get(TOKENIZER_KEY)
+    if stored is None:
+        raise ValueError(
+            "this checkpoint carries no tokenizer (it was not written by a Seq2SeqModule run of mmattn-train); "
+            "translate with a checkpoint from mmattn-train"
+        )
+    stored = dict(stored)
+    return get_class(stored.pop("class")).from_dict(stored)

@@ -1,0 +1,287 @@
+"""Parallel-text datamodules: any `{split}.{src_lang}` / `{split}.{tgt_lang}` folder, and the built-in SCAN demo.
+
+Batches are dicts for `mmattn.lit.Seq2SeqModule`: `src` ids [B, S] and `tgt` ids [B, T] (EOS-terminated, padded with
+the pad id), and `ref`, the target lines as written in the files (what BLEU and exact match compare against).
+Batches hold up to `max_tokens` padded tokens, from length-bucketed sentences (`mmattn.data.TokenBudgetBatchSampler`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from mmattn.data import TokenBudgetBatchSampler
+
+from .scan import make_scan
+from .text import filter_pairs, read_parallel
+from .tokenizer import PAD_ID, Seq2SeqTokenizer
+
+log = logging.getLogger(__name__)
+
+
+class ParallelTextDataset(Dataset):
+    """Encoded sentence pairs with their reference text: item i = (src ids, tgt ids, target line)."""
+
+    def __init__(self, src: list[list[int]], tgt: list[list[int]], refs: list[str]) -> None:
+        self.src, self.tgt, self.refs = src, tgt, refs
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, i: int) -> tuple[list[int], list[int], str]:
+        return self.src[i], self.tgt[i], self.refs[i]
+
+    def lengths(self) -> list[int]:
+        """Padded cost of each pair for batching: the longer of its two sides."""
+        return [max(len(s), len(t)) for s, t in zip(self.src, self.tgt)]
+
+
+def _content_length(ids: Sequence[int]) -> int:
+    """Tokens of an encoded sentence without its EOS (0 for an empty line)."""
+    return len(ids) - 1
+
+
+def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> Tensor:
+    out = torch.full((len(rows), max(1, max(len(r) for r in rows))), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+    return out
+
+
+def collate_pairs(batch: Sequence[tuple[list[int], list[int], str]]) -> dict[str, Any]:
+    """Pad a list of pairs into {"src": [B, S], "tgt": [B, T], "ref": list of target lines}."""
+    return {
+        "src": _pad([b[0] for b in batch], PAD_ID),
+        "tgt": _pad([b[1] for b in batch], PAD_ID),
+        "ref": [b[2] for b in batch],
+    }
+
+
+class _EvalBatchSampler(TokenBudgetBatchSampler):
+    """Token-budget batches in one seeded random order, kept every epoch.
+
+    Validation decodes only its first few batches: in length order those would be the shortest sentences, and in a
+    per-epoch order a different subset each time. A fixed random order makes them a fair sample, the same every epoch.
+    """
+
+    def set_epoch(self, epoch: int) -> None:
+        """Ignored: the order never changes."""
+
+
+class TranslationDataModule(L.LightningDataModule):
+    """Line-aligned parallel text `root/{split}.{src_lang}` and `root/{split}.{tgt_lang}` (fairseq/Moses convention).
+
+    A BPE tokenizer is trained on the training split (or loaded from `tokenizer_dir` when one is already there, e.g.
+    on resume) and saved to `tokenizer_dir`, normally the run directory; the module also stores it in every checkpoint.
+
+    Args:
+        root: Folder of the parallel files.
+        src_lang: Source suffix, e.g. "de".
+        tgt_lang: Target suffix, e.g. "en".
+        train_split: Name of the training files.
+        valid_split: Name of the validation files.
+        test_split: Name of the test files; None (or missing files) tests on the validation split.
+        tokenizer_dir: Where the tokenizer is saved (and loaded from, when it exists).
+        vocab_size: BPE vocabulary size (an upper bound; the model's vocabulary follows it).
+        joint_vocab: One vocabulary for both sides (needed to share source and target embeddings).
+        min_frequency: Least count of a merge.
+        lowercase: Lowercase before tokenising.
+        max_tokens: Padded tokens per batch (per process), the token budget of a batch.
+        max_sentences: Cap on sentences per batch (None = the budget alone).
+        max_len: Longest sentence in tokens (EOS included); longer training pairs are dropped and counted, as are
+            training pairs with an empty side. Validation and test keep every pair.
+        max_ratio: Largest length ratio between the sides of a training pair (None = no limit).
+        num_workers: Loader workers (collation only; encoding happens once in `setup`).
+        pin_memory: Pin host memory.
+        seed: Seed of the batch order.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        src_lang: str,
+        tgt_lang: str,
+        train_split: str = "train",
+        valid_split: str = "valid",
+        test_split: str | None = "test",
+        tokenizer_dir: str | Path | None = None,
+        vocab_size: int = 8000,
+        joint_vocab: bool = True,
+        min_frequency: int = 2,
+        lowercase: bool = False,
+        max_tokens: int = 4096,
+        max_sentences: int | None = None,
+        max_len: int = 256,
+        max_ratio: float | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        if max_len > max_tokens:
+            raise ValueError(f"max_len {max_len} exceeds max_tokens {max_tokens}: such a sentence fits in no batch")
+        self.root = Path(root).expanduser()
+        self.src_lang, self.tgt_lang = src_lang, tgt_lang
+        self.splits = {"train": train_split, "val": valid_split, "test": test_split}
+        self.tokenizer_dir = None if tokenizer_dir is None else Path(tokenizer_dir).expanduser()
+        self.tokenizer_options = dict(
+            vocab_size=vocab_size, joint=joint_vocab, min_frequency=min_frequency, lowercase=lowercase
+        )
+        self.vocab_size = vocab_size
+        self.max_tokens = max_tokens
+        self.max_sentences = max_sentences
+        self.max_len = max_len
+        self.max_ratio = max_ratio
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.seed = seed
+        self.tokenizer: Seq2SeqTokenizer | None = None
+        self.datasets: dict[str, ParallelTextDataset] = {}
+        self.save_hyperparameters(logger=False)
+
+    def _files(self, split: str) -> tuple[Path, Path]:
+        name = self.splits[split]
+        return self.root / f"{name}.{self.src_lang}", self.root / f"{name}.{self.tgt_lang}"
+
+    def _read(self, split: str) -> tuple[list[str], list[str]]:
+        src, tgt = self._files(split)
+        if not src.is_file() and not self.root.is_dir():
+            raise FileNotFoundError(
+                f"no parallel text at {self.root}; point data.root at a folder with {src.name} and {tgt.name}"
+            )
+        return read_parallel(src, tgt)
+
+    def _has_tokenizer(self) -> bool:
+        return self.tokenizer_dir is not None and any(self.tokenizer_dir.glob("tokenizer*.json"))
+
+    def _train_tokenizer(self) -> Seq2SeqTokenizer:
+        src, tgt = self._read("train")
+        log.info(f"training a BPE tokenizer (vocab_size {self.vocab_size}) on {len(src)} training pairs")
+        return Seq2SeqTokenizer.train(src, tgt, **self.tokenizer_options)
+
+    def prepare_data(self) -> None:
+        """Train and save the tokenizer once (rank 0 of each node), so every process loads the same one."""
+        if self.tokenizer_dir is not None and not self._has_tokenizer():
+            self._train_tokenizer().save(self.tokenizer_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load (or train) the tokenizer, read, encode and filter every split once."""
+        if self.datasets:
+            return
+        if self._has_tokenizer():
+            self.tokenizer = Seq2SeqTokenizer.load(self.tokenizer_dir)
+        else:
+            self.tokenizer = self._train_tokenizer()
+            if self.tokenizer_dir is not None:
+                self.tokenizer.save(self.tokenizer_dir)
+        for split in ("train", "val", "test"):
+            if split == "test" and (self.splits["test"] is None or not self._files("test")[0].is_file()):
+                self.datasets["test"] = self.datasets["val"]
+                continue
+            src_text, tgt_text = self._read(split)
+            src = self.tokenizer.encode_src_batch(src_text)
+            tgt = self.tokenizer.encode_tgt_batch(tgt_text)
+            # Evaluation keeps every pair (its BLEU must cover the whole split); only training pairs are filtered.
+            keep, dropped = filter_pairs(
+                src,
+                tgt,
+                src_len=_content_length,
+                tgt_len=_content_length,
+                max_len=self.max_len - 1 if split == "train" else 10**9,
+                max_ratio=self.max_ratio if split == "train" else None,
+                min_len=1 if split == "train" else 0,
+            )
+            if any(dropped.values()):
+                log.warning(f"{split} split: dropped {dict(dropped)} of {len(src)} pairs (empty / too long / ratio)")
+            if not keep:
+                raise ValueError(f"the {split} split at {self._files(split)[0]} has no usable pair; check the files")
+            self.datasets[split] = ParallelTextDataset(
+                [src[i] for i in keep], [tgt[i] for i in keep], [tgt_text[i] for i in keep]
+            )
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if not self.datasets:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
+        dataset = self.datasets[split]
+        trainer = getattr(self, "trainer", None)
+        lengths = dataset.lengths()
+        sampler = (TokenBudgetBatchSampler if train else _EvalBatchSampler)(
+            lengths,
+            # Evaluation keeps every pair, so its budget stretches to the longest one.
+            self.max_tokens if train else max(self.max_tokens, max(lengths)),
+            shuffle=True,
+            seed=self.seed,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+            max_sentences=self.max_sentences,
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=collate_pairs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Token-budget batches of length-bucketed pairs in a new random order every epoch."""
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in a fixed random order (so the decoded subset is the same fair sample every epoch)."""
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches."""
+        return self._loader("test", train=False)
+
+
+class SCANDataModule(TranslationDataModule):
+    """The built-in SCAN demo (Lake & Baroni, 2018): commands -> action sequences, generated once under
+    `root/scan_<split>/` as parallel text (`.cmd` / `.act`) and read as any other parallel text.
+
+    Args:
+        root: Data directory.
+        split: "simple" (random 80/20) or "length" (train on outputs of at most 22 actions).
+        generate: Generate the files when missing; if False, a missing folder is an error.
+        data_seed: Seed of the split.
+        **kwargs: Options of `TranslationDataModule` (vocab_size, max_tokens, tokenizer_dir, ...).
+    """
+
+    def __init__(
+        self, root: str | Path, *, split: str = "simple", generate: bool = True, data_seed: int = 0, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("src_lang", "cmd")
+        kwargs.setdefault("tgt_lang", "act")
+        super().__init__(Path(root).expanduser() / f"scan_{split}", **kwargs)
+        self.data_root = Path(root).expanduser()
+        self.split = split
+        self.generate = generate
+        self.data_seed = data_seed
+        self.save_hyperparameters(logger=False)
+
+    def _ensure(self) -> None:
+        if self.generate:
+            make_scan(self.data_root, split=self.split, seed=self.data_seed)
+        elif not self.root.is_dir():
+            raise FileNotFoundError(f"SCAN data not found at {self.root}; pass data.generate=true to create it")
+
+    def prepare_data(self) -> None:
+        """Generate the SCAN files (write-once, process-safe), then train the tokenizer."""
+        self._ensure()
+        super().prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Make sure the files exist (prepare_data may have run elsewhere), then read them."""
+        self._ensure()
+        super().setup(stage)

@@ -1,0 +1,60 @@
+"""Translation through the CLI: mmattn-train experiment=translation_demo, then mmattn-translate on its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY_TRANSLATION = [
+    "experiment=translation_demo",
+    "model.dim=32",
+    "model.encoder_depth=1",
+    "model.decoder_depth=1",
+    "model.num_heads=2",
+    "data.max_tokens=2048",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=3",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+    "module.decoding.max_len_a=1.0",
+    "module.decoding.max_len_b=4",
+]
+
+
+def _translate(args: list[str], cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).parent / "mmattn-translate"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [str(script), *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+@pytest.mark.slow
+def test_translation_demo_trains_and_translates(run_cli, env_data_dir: Path, tmp_path: Path) -> None:
+    result = run_cli("mmattn-train", *TINY_TRANSLATION, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (run,) = (tmp_path / "outputs" / "translation_demo" / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"val/loss", "val/bleu", "val/exact", "test/bleu", "test/exact"} <= set(metrics)
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+    ckpt = run / "checkpoints" / "last.ckpt"
+
+    commands = ["jump twice", "walk left and look", "run around right thrice after turn left"]
+    result = _translate([f"ckpt_path={ckpt}"], cwd=tmp_path, stdin="\n".join(commands) + "\n")
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3  # one line per input line and nothing else on stdout
+    assert not list(tmp_path.glob("outputs/translate*"))  # translating writes no run directory
+
+    (tmp_path / "in.txt").write_text("\n".join(commands) + "\n")
+    result = _translate([f"ckpt_path={ckpt}", "input=in.txt", "output=out.txt", "beam_size=3"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout == "" and len((tmp_path / "out.txt").read_text().splitlines()) == 3
+
+    result = _translate([f"ckpt_path={ckpt}", "input=missing.txt"], cwd=tmp_path)
+    assert result.returncode != 0 and "input file" in result.stderr and "missing.txt" in result.stderr
