@@ -58,3 +58,14 @@ def test_translation_demo_trains_and_translates(run_cli, env_data_dir: Path, tmp
 
     result = _translate([f"ckpt_path={ckpt}", "input=missing.txt"], cwd=tmp_path)
     assert result.returncode != 0 and "input file" in result.stderr and "missing.txt" in result.stderr
+
+
+@pytest.mark.slow
+def test_translation_under_ddp_cpu_shards_its_own_batches(run_cli, env_data_dir: Path, tmp_path: Path) -> None:
+    # Lightning cannot put a DistributedSampler under a custom batch sampler; the preset turns that off and the
+    # datamodule hands each rank its own shard. Two real gloo processes must train, validate and test.
+    result = run_cli("mmattn-train", *TINY_TRANSLATION, "trainer=ddp_cpu", cwd=tmp_path, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "MEMBER: 2/2" in output
+    assert len(list(tmp_path.rglob("metrics.json"))) == 1
