@@ -125,6 +125,12 @@ class Seq2SeqModule(LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         tokenizer = getattr(datamodule, "tokenizer", None)
         if tokenizer is not None:
+            if self.tokenizer is not None and self.tokenizer.to_dict() != tokenizer.to_dict():
+                # The data was encoded with the datamodule's tokenizer: ids would mean other words to this model.
+                raise ValueError(
+                    "the datamodule's tokenizer differs from the one stored with this model (checkpoint); point "
+                    "data.tokenizer_dir at the training run's tokenizer/ folder"
+                )
             self.tokenizer = tokenizer
         if self.tokenizer is None:
             raise ValueError(

@@ -59,6 +59,12 @@ def test_translation_demo_trains_and_translates(run_cli, env_data_dir: Path, tmp
     result = _translate([f"ckpt_path={ckpt}", "input=missing.txt"], cwd=tmp_path)
     assert result.returncode != 0 and "input file" in result.stderr and "missing.txt" in result.stderr
 
+    # mmattn-eval rebuilds model, module and tokenizer from the checkpoint alone.
+    result = run_cli("mmattn-eval", f"ckpt_path={ckpt}", "+trainer.limit_test_batches=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (eval_run,) = (tmp_path / "outputs" / "eval" / "runs").iterdir()
+    assert {"test/bleu", "test/exact", "test/loss"} == set(json.loads((eval_run / "metrics.json").read_text()))
+
 
 @pytest.mark.slow
 def test_translation_under_ddp_cpu_shards_its_own_batches(run_cli, env_data_dir: Path, tmp_path: Path) -> None:

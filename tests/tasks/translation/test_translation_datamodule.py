@@ -109,3 +109,19 @@ def test_validation_order_is_fixed_and_mixes_lengths(scan: SCANDataModule) -> No
     assert [b["ref"] for b in loader] == first
     lengths = [len(refs[0].split()) for refs in first[:8]]
     assert len(set(lengths)) > 2  # the decoded first batches are not just the shortest sentences
+
+
+def test_module_refuses_a_datamodule_with_another_tokenizer(scan: SCANDataModule) -> None:
+    from types import SimpleNamespace
+
+    from mmattn.models import EncoderDecoder
+
+    other = Seq2SeqTokenizer.train(["a b c"], ["x y z"], vocab_size=32, min_frequency=1)
+    net = EncoderDecoder(src_vocab_size=128, tgt_vocab_size=128, dim=16, encoder_depth=1, decoder_depth=1, num_heads=2)
+    module = Seq2SeqModule(net, tokenizer=other)
+    module._trainer = SimpleNamespace(datamodule=scan)
+    with pytest.raises(ValueError, match="tokenizer differs from the one stored with this model"):
+        module.setup("test")
+    module.tokenizer = None  # training from scratch: the datamodule's tokenizer is taken
+    module.setup("fit")
+    assert module.tokenizer is scan.tokenizer
