@@ -214,6 +214,13 @@ class TranslationDataModule(L.LightningDataModule):
             raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
         dataset = self.datasets[split]
         trainer = getattr(self, "trainer", None)
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if trainer is not None and trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
+            # Lightning would try to put a DistributedSampler under our batch sampler and fail with a bare TypeError.
+            raise ValueError(
+                "token-budget batches shard themselves across ranks: set trainer.use_distributed_sampler=false "
+                f"(running {trainer.world_size} processes)"
+            )
         lengths = dataset.lengths()
         sampler = (TokenBudgetBatchSampler if train else _EvalBatchSampler)(
             lengths,

@@ -75,3 +75,14 @@ def test_translation_under_ddp_cpu_shards_its_own_batches(run_cli, env_data_dir:
     assert result.returncode == 0, output[-4000:]
     assert "MEMBER: 2/2" in output
     assert len(list(tmp_path.rglob("metrics.json"))) == 1
+
+    # Without the preset's setting the run stops with the fix instead of Lightning's bare TypeError.
+    result = run_cli(
+        "mmattn-train",
+        *TINY_TRANSLATION,
+        "trainer=ddp_cpu",
+        "trainer.use_distributed_sampler=true",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode != 0 and "set trainer.use_distributed_sampler=false" in result.stderr
