@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from hydra.utils import get_class
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.text import CHRFScore, SacreBLEUScore
 
@@ -249,11 +250,8 @@ class Seq2SeqModule(LightningModule):
         pad = self.tokenizer.pad_id
         for start in range(0, len(lines), batch_size):
             encoded = self.tokenizer.encode_src_batch(list(lines[start : start + batch_size]))
-            width = max(1, max(len(e) for e in encoded))
-            src = torch.full((len(encoded), width), pad, dtype=torch.long, device=self.device)
-            for i, ids in enumerate(encoded):
-                src[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            out += self.tokenizer.decode_tgt_batch(self.generate(src).tolist())
+            src = pad_sequence([torch.tensor(ids) for ids in encoded], batch_first=True, padding_value=pad)
+            out += self.tokenizer.decode_tgt_batch(self.generate(src.to(self.device)).tolist())
         self.train(was_training)
         return out
 

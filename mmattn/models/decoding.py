@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 __all__ = ["beam_search", "greedy_decode", "max_lengths"]
 
@@ -24,14 +25,6 @@ def _source_lengths(src: Tensor, mask: Tensor | None) -> Tensor:
     if mask is None:
         return torch.full((src.shape[0],), src.shape[1], device=src.device)
     return (~mask).sum(dim=1)
-
-
-def _pad_outputs(rows: list[list[int]], pad_id: int, device: torch.device) -> Tensor:
-    width = max(1, max(len(r) for r in rows))
-    out = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.long, device=device)
-    return out
 
 
 @torch.no_grad()
@@ -166,4 +159,5 @@ def beam_search(
         cache.reorder(src_rows)
         tokens = torch.cat([tokens[src_rows], token_idx.gather(1, order).view(-1, 1)], dim=1)
     best = [max(f, key=lambda h: h[0])[1] if f else [eos_id] for f in finished]
-    return _pad_outputs(best, pad_id, device)
+    # Every hypothesis ends with EOS, so no row is empty.
+    return pad_sequence([torch.tensor(h, device=device) for h in best], batch_first=True, padding_value=pad_id)

@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from mmattn.data import TokenBudgetBatchSampler
@@ -48,18 +48,12 @@ def _content_length(ids: Sequence[int]) -> int:
     return len(ids) - 1
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> Tensor:
-    out = torch.full((len(rows), max(1, max(len(r) for r in rows))), pad_id, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-    return out
-
-
 def collate_pairs(batch: Sequence[tuple[list[int], list[int], str]]) -> dict[str, Any]:
     """Pad a list of pairs into {"src": [B, S], "tgt": [B, T], "ref": list of target lines}."""
     return {
-        "src": _pad([b[0] for b in batch], PAD_ID),
-        "tgt": _pad([b[1] for b in batch], PAD_ID),
+        # Encoded sentences always end with EOS, so no row is empty.
+        "src": pad_sequence([torch.tensor(b[0]) for b in batch], batch_first=True, padding_value=PAD_ID),
+        "tgt": pad_sequence([torch.tensor(b[1]) for b in batch], batch_first=True, padding_value=PAD_ID),
         "ref": [b[2] for b in batch],
     }
 
