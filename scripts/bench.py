@@ -351,10 +351,20 @@ def memory_case(case: str, shape: tuple[int, int, int, int], device: torch.devic
         sync(device)
         peak, method = torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
     elif _reset_peak_rss():
-        # The high-water mark now equals the current RSS, so the peak belongs to this one forward+backward.
-        baseline = _status_kib("VmRSS") * 1024
-        run(x, grad_out)
-        peak, method = _status_kib("VmHWM") * 1024, "/proc/self/status VmHWM after clear_refs=5"
+        # The high-water mark now equals the current RSS, so the peak belongs to this one forward+backward. The
+        # gradients still held after backward bound the peak from below; a mark under that bound was missed by the
+        # kernel (seen once in a loaded test run: +0.0 MiB for the explicit path), so that run is measured again.
+        held = x.numel() * x.element_size() + sum(p.numel() * p.element_size() for p in attn.parameters())
+        attempts = 0
+        while True:
+            attempts += 1
+            _reset_peak_rss()
+            baseline = _status_kib("VmRSS") * 1024
+            run(x, grad_out)
+            peak = _status_kib("VmHWM") * 1024
+            if peak - baseline >= held or attempts == 3:
+                break
+        method = f"/proc/self/status VmHWM after clear_refs=5 (attempt {attempts})"
     else:
         # ru_maxrss cannot be lowered: anything above the current RSS earlier (imports) hides part of the peak.
         baseline = max(_maxrss_bytes(), _rss_bytes())
