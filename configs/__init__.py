@@ -1,0 +1,5 @@
+"""The Hydra config tree, shipped as `mmattn.configs`; importing it registers the `${mmattn.*:}` resolvers."""
+
+from mmattn.cli.cluster import register_resolvers
+
+register_resolvers()

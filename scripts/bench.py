@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from mmattn.nn import MultiHeadAttention
 
-SECTIONS = ("attention", "vit", "memory", "audio", "translation")
+SECTIONS = ("attention", "vit", "memory", "audio", "translation", "ddp")
 MEMORY_CASES = ("fused", "explicit", "need_weights")
 MIB = 2**20
 
@@ -634,6 +634,98 @@ def bench_translation(args: argparse.Namespace, device: torch.device) -> dict[st
 # -------------------------------------------------------------------------------------------------------- main
 
 
+# ----------------------------------------------------------------------------------------------------------- ddp
+
+# The vision demo's model and data (configs/experiment/vision_demo.yaml), fewer images; per-process batch 128.
+DDP_OVERRIDES = ["data.val_per_class=10", "data.test_per_class=10", "data.num_workers=0", "trainer.max_epochs=1"]
+
+
+def ddp_case(processes: int, data_dir: str, quick: bool) -> dict[str, Any]:
+    """Train the vision demo for a few epochs with `processes` CPU DDP ranks (gloo); rank 0 returns its timings.
+
+    Lightning starts the other ranks by re-running this script with the same arguments.
+    """
+    import lightning.pytorch as pl
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+    from omegaconf import open_dict
+
+    per_class, epochs = (40, 2) if quick else (400, 4)
+    os.environ["MMATTN_DATA_DIR"] = data_dir
+    with initialize_config_module("mmattn.configs", version_base="1.3"):
+        cfg = compose("train", [*DDP_OVERRIDES, f"data.train_per_class={per_class}"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = data_dir
+
+    class Clock(pl.Callback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self.samples: list[int] = []
+
+        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            trainer.strategy.barrier("epoch_start")
+            self._start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            trainer.strategy.barrier("epoch_end")
+            self.seconds.append(time.perf_counter() - self._start)
+            batches = trainer.num_training_batches
+            self.samples.append(int(batches) * cfg.data.batch_size * trainer.world_size)
+
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.module, net=instantiate(cfg.model))
+    clock = Clock()
+    strategy = "auto" if processes == 1 else pl.strategies.DDPStrategy(process_group_backend="gloo")
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=processes,
+        strategy=strategy,
+        max_epochs=epochs,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    if not trainer.is_global_zero:
+        return {}
+    # The first epoch pays for lazy initialisation (oneDNN primitives, gloo buffers): leave it out.
+    seconds, samples = clock.seconds[1:], clock.samples[1:]
+    return {
+        "processes": processes,
+        "threads_per_process": torch.get_num_threads(),
+        "epoch_seconds": [round(t, 3) for t in seconds],
+        "samples_per_epoch": samples[0],
+        "samples_per_s": sum(samples) / sum(seconds),
+    }
+
+
+def bench_ddp(args: argparse.Namespace) -> dict[str, Any]:
+    """Training throughput of the vision demo with 2 CPU DDP processes against 1 process (fresh processes each)."""
+    import tempfile
+
+    cases = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for processes in (1, 2):
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--ddp-case", str(processes), "--ddp-data", tmp]
+            cmd += ["--quick"] if args.quick else []
+            # OMP_NUM_THREADS unset: Lightning gives each of N CPU ranks cores / N threads; 1 process takes them all.
+            env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
+            if proc.returncode != 0:
+                raise RuntimeError(f"ddp case {processes} failed with exit code {proc.returncode} (stderr above)")
+            cases[str(processes)] = json.loads(proc.stdout)
+            log(f"ddp {processes} process(es): {cases[str(processes)]['samples_per_s']:.0f} samples/s")
+    one, two = cases["1"]["samples_per_s"], cases["2"]["samples_per_s"]
+    return {
+        "what": "vision demo training samples/s (all ranks), same per-process batch, epochs after the first",
+        "cases": cases,
+        "ratio": {"2proc/1proc samples_per_s": two / one},
+    }
+
+
 def check_targets(result: dict[str, Any]) -> dict[str, Any]:
     """The worst ratio per target across shapes, and whether it is within the limit."""
     worst: dict[str, float] = {}
@@ -662,6 +754,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     p.add_argument("--memory-case", choices=MEMORY_CASES, default=None, help=argparse.SUPPRESS)
     p.add_argument("--memory-shape", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--ddp-case", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--ddp-data", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.sections) - set(SECTIONS))
@@ -705,8 +799,15 @@ def _loadavg() -> list[float] | None:
 def main(argv: list[str] | None = None) -> None:
     """Run the selected benchmarks and print the JSON."""
     args = parse_args(argv)
-    device, threads = setup(args)
     stdout = sys.stdout
+    if args.ddp_case is not None:
+        # Threads are Lightning's business here (cores / processes), so setup() is not called.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = ddp_case(args.ddp_case, args.ddp_data, args.quick)
+        if result:
+            print(json.dumps(result), file=stdout)
+        return
+    device, threads = setup(args)
     if args.memory_case is not None:
         shape = tuple(int(v) for v in args.memory_shape.split(","))
         with contextlib.redirect_stdout(sys.stderr):
@@ -742,12 +843,16 @@ def main(argv: list[str] | None = None) -> None:
             ("memory", lambda: bench_memory(args, device, threads)),
             ("audio", lambda: bench_audio(args, device)),
             ("translation", lambda: bench_translation(args, device)),
+            ("ddp", lambda: bench_ddp(args)),
         ):
             if section in args.sections:
                 t0 = time.perf_counter()
-                key = {"vit": "vit_train_step", "memory": "attention_memory", "audio": "audio_pipeline"}.get(
-                    section, section
-                )
+                key = {
+                    "vit": "vit_train_step",
+                    "memory": "attention_memory",
+                    "audio": "audio_pipeline",
+                    "ddp": "ddp_scaling",
+                }.get(section, section)
                 result[key] = run()
                 seconds[key] = round(time.perf_counter() - t0, 2)
         if "vit_train_step" in result:

@@ -4,37 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from mmattn_testing import HELPERS, TINY_TRAIN, cli_path, metric_steps
 from omegaconf import DictConfig, open_dict
-
-# Small enough for a few seconds per run on 2 cores. The shapes sizes must be the same in every test: the demo data
-# is generated once per session into one directory and refuses to be reused with other settings.
-TINY_DATA = [
-    "data.train_per_class=4",
-    "data.val_per_class=2",
-    "data.test_per_class=2",
-    "data.batch_size=8",
-    "data.num_workers=0",
-]
-TINY_TRAIN = [
-    *TINY_DATA,
-    "model.dim=32",
-    "model.depth=1",
-    "model.num_heads=2",
-    "module.scheduler.warmup_epochs=0",
-    "module.scheduler.warmup_steps=1",
-    "trainer.max_epochs=1",
-    "trainer.log_every_n_steps=1",
-    "+trainer.limit_train_batches=2",
-    "+trainer.limit_val_batches=1",
-    "+trainer.limit_test_batches=1",
-]
 
 
 def compose_config(config_name: str, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
@@ -85,14 +62,6 @@ def make_cfg(env_data_dir: Path, tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
-def cli_path(name: str) -> str:
-    """Path of an installed console script of this venv (`mmattn-train`, `mmattn-eval`)."""
-    path = Path(sys.executable).parent / name
-    if not path.exists():
-        pytest.skip(f"console script {name} is not installed; run `pip install -e .`")
-    return str(path)
-
-
 @pytest.fixture
 def run_cli(env_data_dir: Path) -> Callable[..., subprocess.CompletedProcess]:
     """Run a console script with arguments in `cwd`; return the finished process (stdout+stderr captured)."""
@@ -105,3 +74,18 @@ def run_cli(env_data_dir: Path) -> Callable[..., subprocess.CompletedProcess]:
         )
 
     return run
+
+
+@pytest.fixture
+def probe_env(env_data_dir: Path) -> dict[str, str]:
+    """Environment for CLI subprocesses that use the callbacks of tests/helpers/mmattn_probes.py."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+    env.pop("MMATTN_RUN_DIR", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HELPERS), env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.fixture
+def csv_steps() -> Callable[[Path], dict[str, list[int]]]:
+    """`metric_steps` as a fixture."""
+    return metric_steps

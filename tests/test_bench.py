@@ -47,6 +47,7 @@ def test_meta_and_out_file(quick_run: tuple[dict, Path]) -> None:
         "attention_memory",
         "audio_pipeline",
         "translation",
+        "ddp_scaling",
     }
     assert _positive_finite(meta["elapsed_s"])
 
@@ -106,6 +107,18 @@ def test_translation_section(quick_run: tuple[dict, Path]) -> None:
     assert all(_positive_finite(v) for v in step["tokens_per_s"].values())
     # Same size: the two models hold the same number of parameters.
     assert step["params"]["ours"] == step["params"]["torch"]
+
+
+@pytest.mark.slow
+def test_ddp_section(quick_run: tuple[dict, Path]) -> None:
+    ddp = quick_run[0]["ddp_scaling"]
+    one, two = ddp["cases"]["1"], ddp["cases"]["2"]
+    assert (one["processes"], two["processes"]) == (1, 2)
+    # Lightning splits the cores between CPU ranks: the 2-process run has half the threads per process.
+    assert two["threads_per_process"] == max(1, one["threads_per_process"] // 2)
+    assert all(_positive_finite(c["samples_per_s"]) and c["epoch_seconds"] for c in (one, two))
+    assert two["samples_per_epoch"] % (2 * 128) == 0  # whole batches of 128 on each of the two ranks
+    assert ddp["ratio"]["2proc/1proc samples_per_s"] == pytest.approx(two["samples_per_s"] / one["samples_per_s"])
 
 
 @pytest.mark.slow

@@ -13,12 +13,18 @@ def load_run_config(ckpt_path: str | Path) -> dict[str, Any]:
     """Read the training config that mmattn-train stored in a checkpoint.
 
     Raises:
-        ValueError: The checkpoint holds no mmattn config (it was not written by mmattn-train).
+        ValueError: The checkpoint holds no mmattn config (it was not written by mmattn-train), or it is a sharded
+            FSDP folder (the message gives the command that merges it).
     """
     import torch
 
     from mmattn.lit import CONFIG_KEY
 
+    if Path(ckpt_path).is_dir():
+        raise ValueError(
+            f"{ckpt_path} is a sharded (FSDP) checkpoint folder; merge it into one file first: python -m "
+            f"lightning.pytorch.utilities.consolidate_checkpoint {ckpt_path} --output_file {ckpt_path}.consolidated"
+        )
     # weights_only: the stored config is plain data, so the safe loader suffices and no code is unpickled.
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     config = checkpoint.get(CONFIG_KEY)
@@ -72,7 +78,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     module = module_cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True, net=net)
     callbacks = utils.instantiate_group(cfg.get("callbacks"), pl.Callback)
     loggers = utils.instantiate_group(cfg.get("logger"), pl.loggers.Logger)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = utils.build_trainer(cfg, callbacks, loggers)
     for logger in trainer.loggers:
         logger.log_hyperparams({"ckpt_path": ckpt_path, "data": OmegaConf.to_container(data_cfg, resolve=True)})
 

@@ -22,25 +22,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import instantiate
     from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-    from mmattn.cli import utils
+    from mmattn.cli import cluster, utils
     from mmattn.lit import ConfigInCheckpoint
 
     utils.use_hydra_logging()
     utils.make_paths_absolute(cfg)
+    cluster.adopt_submitit_local_tasks()
     run_dir = Path(cfg.paths.output_dir)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
     rank_zero_info(f"instantiating data <{cfg.data._target_}>, model <{cfg.model._target_}>")
     datamodule = instantiate(cfg.data)
-    net = instantiate(cfg.model)
-    module = instantiate(cfg.module, net=net)
     callbacks = utils.instantiate_group(cfg.get("callbacks"), pl.Callback)
-    # The resolved config rides along in every checkpoint, so mmattn-eval can rebuild the model from it alone.
+    # The resolved config rides along in every checkpoint, so mmattn-eval can rebuild the model from it alone. It
+    # keeps the configured learning rate: lr_scaling recomputes the same scaled one for the same world size.
     callbacks.append(ConfigInCheckpoint(utils.plain_config(cfg)))
     loggers = utils.instantiate_group(cfg.get("logger"), pl.loggers.Logger)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    utils.log_hyperparameters(trainer, cfg, module)
+    trainer = utils.build_trainer(cfg, callbacks, loggers)
+    run_info = utils.apply_lr_scaling(cfg, trainer, datamodule)
+    net = instantiate(cfg.model)
+    module = instantiate(cfg.module, net=net)
+    utils.log_hyperparameters(trainer, cfg, module, run_info)
     ckpt_path = utils.resolve_ckpt_path(cfg.get("ckpt_path"), trainer)
 
     with utils.ddp_children_share_run_dir(run_dir, trainer):

@@ -71,35 +71,141 @@ def instantiate_group(group: DictConfig | None, kind: type) -> list[Any]:
     return objects
 
 
-def log_hyperparameters(trainer: pl.Trainer, cfg: DictConfig, module: pl.LightningModule) -> None:
-    """Send the resolved config (minus Hydra's own node) and parameter counts to every logger."""
+def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[pl.loggers.Logger]) -> pl.Trainer:
+    """Instantiate `cfg.trainer` with the callbacks, loggers, its configured plugins and the cluster environment."""
+    from mmattn.cli.cluster import environment_plugins
+
+    plugins = [instantiate(p) for p in (cfg.trainer.get("plugins") or [])] + environment_plugins()
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
+
+
+def effective_batch(trainer: pl.Trainer, datamodule: Any) -> tuple[int | None, str]:
+    """Samples (or tokens, for token-budget batches) per optimizer step: per process x processes x accumulation."""
+    for attr, unit in (("batch_size", "samples"), ("max_tokens", "tokens")):
+        per_process = getattr(datamodule, attr, None)
+        if isinstance(per_process, int) and not isinstance(per_process, bool):
+            return per_process * trainer.world_size * trainer.accumulate_grad_batches, unit
+    return None, ""
+
+
+def apply_lr_scaling(cfg: DictConfig, trainer: pl.Trainer, datamodule: Any) -> dict[str, Any]:
+    """Scale `module.optimizer.lr` by `lr_scaling` for the effective batch; return what to log and print.
+
+    Raises:
+        ValueError: An unknown rule, or a rule for data whose batch size is unknown.
+    """
+    from mmattn.lit.optim import scale_lr
+
+    batch, unit = effective_batch(trainer, datamodule)
+    optimizer = cfg.module.get("optimizer")
+    base_lr = optimizer.get("lr") if optimizer is not None else None
+    scaling = cfg.get("lr_scaling") or {}
+    rule = scaling.get("rule")
+    lr = base_lr
+    if rule is not None:
+        if batch is None or base_lr is None:
+            raise ValueError(
+                f"lr_scaling.rule={rule} needs the data's batch size (a batch_size or max_tokens attribute of "
+                f"{type(datamodule).__name__}) and module.optimizer.lr; set lr_scaling.rule=null"
+            )
+        lr = scale_lr(float(base_lr), rule, batch, scaling.get("base_batch_size"))
+        cfg.module.optimizer.lr = lr
+    info = {
+        "effective_batch_size": batch,
+        "effective_batch_unit": unit,
+        "world_size": trainer.world_size,
+        "accumulate_grad_batches": trainer.accumulate_grad_batches,
+        "lr": lr,
+        "lr_base": base_lr,
+        "lr_scaling_rule": rule,
+    }
+    if batch is not None:
+        per = batch // (trainer.world_size * trainer.accumulate_grad_batches)
+        scaled = f" (lr_scaling.rule={rule} from {base_lr:g} at {scaling.get('base_batch_size')})" if rule else ""
+        lr_text = f"; lr {lr:g}{scaled}" if lr is not None else ""
+        rank_zero_info(
+            f"effective batch {batch} {unit} per optimizer step = {per} per process x {trainer.world_size} "
+            f"process(es) x {trainer.accumulate_grad_batches} accumulated{lr_text}"
+        )
+    return info
+
+
+def log_hyperparameters(
+    trainer: pl.Trainer, cfg: DictConfig, module: pl.LightningModule, extra: Mapping[str, Any] | None = None
+) -> None:
+    """Send the resolved config (minus Hydra's own node), parameter counts and `extra` to every logger."""
     if not trainer.loggers:
         return
     config = plain_config(cfg)
     hparams = {key: config.get(key) for key in ("data", "model", "module", "trainer", "seed", "task_name", "ckpt_path")}
     hparams["model/params/total"] = sum(p.numel() for p in module.parameters())
     hparams["model/params/trainable"] = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    hparams.update({f"run/{key}": value for key, value in (extra or {}).items()})
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
 
 
+def checkpoints_to_resume(trainer: pl.Trainer) -> list[Path]:
+    """The existing checkpoints a run directory resumes from: each `last.ckpt` and the preemption checkpoint."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from mmattn.lit import PreemptionCheckpoint
+
+    paths = []
+    for callback in trainer.callbacks:
+        if isinstance(callback, PreemptionCheckpoint):
+            paths.append(callback.ckpt_path)
+        elif isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+            paths.append(Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}")
+    # A sharded (FSDP) checkpoint is a directory.
+    return [path for path in dict.fromkeys(paths) if path.exists()]
+
+
+def newest_checkpoint(trainer: pl.Trainer) -> Path | None:
+    """The most recently written of `checkpoints_to_resume(trainer)`, None if there is none."""
+    found = checkpoints_to_resume(trainer)
+    return max(found, key=lambda path: path.stat().st_mtime) if found else None
+
+
+def _auto_resume_reason(trainer: pl.Trainer) -> str | None:
+    """Why a run started without ckpt_path continues its run directory's checkpoint, or None (a fresh start)."""
+    from mmattn.lit import PreemptionCheckpoint
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, PreemptionCheckpoint) and callback.ckpt_path.exists():
+            return f"the preemption checkpoint {callback.ckpt_path} exists"
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    if restarts.isdigit() and int(restarts) > 0:
+        return f"SLURM restarted this job (SLURM_RESTART_COUNT={restarts})"
+    return None
+
+
 def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer | None) -> str | None:
-    """Map `ckpt_path` (null, `last` or a path relative to the launch directory) to an existing checkpoint file."""
+    """Map `ckpt_path` (null, `last` or a path relative to the launch directory) to an existing checkpoint file.
+
+    `last` is the newest of the run directory's `last.ckpt` and preemption checkpoint. With null, a run whose
+    directory holds a preemption checkpoint, or a requeued SLURM job, resumes from that newest one by itself.
+    """
     if ckpt_path is None:
-        return None
+        reason = _auto_resume_reason(trainer) if trainer is not None else None
+        newest = newest_checkpoint(trainer) if reason else None
+        if newest is None:
+            return None
+        rank_zero_info(f"resuming from {newest}: {reason}")
+        return str(newest)
     if ckpt_path == "last":
         if trainer is None:
             raise ValueError("ckpt_path=last only means something for mmattn-train; give the path of a .ckpt file")
-        dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
-        path = Path(dirpath or ".") / "last.ckpt"
-        if not path.is_file():
+        newest = newest_checkpoint(trainer)
+        if newest is None:
+            dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
             raise ValueError(
-                f"ckpt_path=last but {path} does not exist; pass hydra.run.dir=<the run to resume> together with "
-                "ckpt_path=last, or ckpt_path=<path to a .ckpt file>"
+                f"ckpt_path=last but {Path(dirpath or '.') / 'last.ckpt'} does not exist; pass hydra.run.dir=<the run "
+                "to resume> together with ckpt_path=last, or ckpt_path=<path to a .ckpt file>"
             )
-        return str(path)
+        return str(newest)
     path = Path(to_absolute_path(ckpt_path) if HydraConfig.initialized() else os.path.abspath(ckpt_path))
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"ckpt_path={ckpt_path} does not exist ({path}); give the path of a .ckpt file")
     return str(path)
 
@@ -119,14 +225,11 @@ def collect_metrics(trainer: pl.Trainer) -> dict[str, float]:
 
 def write_metrics(path: Path, metrics: Mapping[str, float]) -> None:
     """Write `metrics` as a flat JSON object, atomically (a reader never sees a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
+    from mmattn.lit.checkpoint_io import atomic_write
+
+    with atomic_write(path, "w") as f:
         json.dump(dict(sorted(metrics.items())), f, indent=2)
         f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def print_summary(title: str, metrics: Mapping[str, float], run_dir: Path) -> None:

@@ -1,11 +1,37 @@
 """Generic LightningModules, callbacks and optimizer/scheduler builders shared by every task."""
 
-from mmattn.lit.callbacks import CONFIG_KEY, ConfigInCheckpoint, NonFiniteLossError, NonFiniteLossGuard
+from mmattn.lit.callbacks import (
+    CONFIG_KEY,
+    ConfigInCheckpoint,
+    LastCheckpoint,
+    NonFiniteLossError,
+    NonFiniteLossGuard,
+)
+from mmattn.lit.checkpoint_io import AtomicCheckpointIO, atomic_write, replace_dir
 from mmattn.lit.classification import ClassificationModule
-from mmattn.lit.optim import build_scheduler, resolve_warmup_steps, warmup_cosine_factor, weight_decay_groups
+from mmattn.lit.loggers import ResumableCSVLogger, ResumableTensorBoardLogger
+from mmattn.lit.optim import (
+    build_scheduler,
+    resolve_warmup_steps,
+    scale_lr,
+    warmup_cosine_factor,
+    weight_decay_groups,
+)
+from mmattn.lit.preemption import Preempted, PreemptionCheckpoint
 from mmattn.lit.seq2seq import TOKENIZER_KEY, Seq2SeqModule, tokenizer_from_checkpoint
+from mmattn.lit.strategies import FSDPStrategy
 
 __all__ = [
+    "AtomicCheckpointIO",
+    "FSDPStrategy",
+    "LastCheckpoint",
+    "Preempted",
+    "PreemptionCheckpoint",
+    "ResumableCSVLogger",
+    "ResumableTensorBoardLogger",
+    "atomic_write",
+    "replace_dir",
+    "scale_lr",
     "CONFIG_KEY",
     "ClassificationModule",
     "Seq2SeqModule",

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from typing_extensions import override
 
 CONFIG_KEY = "mmattn_config"
@@ -75,6 +78,69 @@ class ConfigInCheckpoint(Callback):
     @override
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[self.key] = self.config
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Keep `dirpath/last.ckpt` at the latest state: after every validation (or training epoch without one), and
+    optionally every `every_n_train_steps` optimizer steps or every `train_time_interval` of training.
+
+    Lightning's `ModelCheckpoint(save_last=True)` rewrites `last.ckpt` only when it also saves a top-k checkpoint,
+    so with `save_top_k=1` its `last.ckpt` is the best state, not the last one, and a resumed run would go back to
+    it. This callback owns `last.ckpt` (the run's best-checkpoint callback keeps `save_last=False`). The step or time
+    trigger is for fault tolerance inside long epochs: a run killed without warning (SIGKILL, a lost node) resumes
+    from at most that far back.
+
+    Args:
+        dirpath: The folder of the run's checkpoints.
+        every_n_train_steps: Also save every this many optimizer steps.
+        train_time_interval: Or also save when this much training time has passed since the last save.
+
+    Raises:
+        ValueError: Both triggers are set, or the step count is not positive.
+
+    Example::
+
+        trainer = Trainer(callbacks=[LastCheckpoint("outputs/run/checkpoints", every_n_train_steps=500)])
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path,
+        every_n_train_steps: int | None = None,
+        train_time_interval: timedelta | None = None,
+    ) -> None:
+        if every_n_train_steps is not None and train_time_interval is not None:
+            raise ValueError(
+                f"LastCheckpoint takes one of `every_n_train_steps` ({every_n_train_steps}) and `train_time_interval` "
+                f"({train_time_interval}); set the other to null"
+            )
+        if every_n_train_steps is not None and every_n_train_steps < 1:
+            raise ValueError(f"`every_n_train_steps` must be >= 1, got {every_n_train_steps}")
+        super().__init__(
+            dirpath=dirpath,
+            save_last=True,
+            save_top_k=0,
+            monitor=None,
+            every_n_train_steps=every_n_train_steps or 0,
+            train_time_interval=train_time_interval,
+            every_n_epochs=0,
+            enable_version_counter=False,
+        )
+
+    def _save_last_now(self, trainer: Trainer) -> None:
+        """Write last.ckpt unless this step is already saved (or this is not a fit)."""
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_now(trainer)
+
+    @override
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_now(trainer)
 
 
 def _check_plain(value: Any, where: str) -> None:

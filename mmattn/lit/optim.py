@@ -46,6 +46,28 @@ def weight_decay_groups(
     return param_groups_weight_decay(net, weight_decay=weight_decay, no_weight_decay_list=skip)
 
 
+LR_SCALING_RULES = ("linear", "sqrt")
+
+
+def scale_lr(lr: float, rule: str, batch: int, base_batch: int | None) -> float:
+    """The learning rate for an effective batch of `batch`, given `lr` tuned at `base_batch`.
+
+    `linear` multiplies by batch / base_batch (Goyal et al., 2017, for SGD on large batches); `sqrt` by its square
+    root (the usual choice for Adam-type optimizers).
+
+    Raises:
+        ValueError: An unknown rule, or a base batch size that is not positive.
+    """
+    if rule not in LR_SCALING_RULES:
+        raise ValueError(f"lr_scaling.rule={rule!r} is not one of {list(LR_SCALING_RULES)} (or null for no scaling)")
+    if base_batch is None or int(base_batch) < 1:
+        raise ValueError(
+            f"lr_scaling.base_batch_size must be the positive batch size lr was tuned at, got {base_batch}"
+        )
+    ratio = batch / int(base_batch)
+    return lr * (ratio if rule == "linear" else math.sqrt(ratio))
+
+
 def resolve_warmup_steps(options: Mapping[str, Any], *, total_steps: int, steps_per_epoch: int | float) -> int:
     """Turn the one warmup option that is set (steps, epochs or a fraction of training) into optimizer steps."""
     given = {k: options.get(k) for k in ("warmup_steps", "warmup_epochs", "warmup_fraction") if options.get(k)}

@@ -124,9 +124,13 @@ def test_callback_options_instantiate(compose_cfg, option: str, tmp_path: Path) 
 def test_default_callbacks_checkpoint_into_the_run_dir(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg("train")
     _paths(cfg, tmp_path)
-    checkpoint = instantiate(cfg.callbacks.model_checkpoint)
-    assert checkpoint.dirpath == str(tmp_path / "run" / "checkpoints")
-    assert checkpoint.save_last and checkpoint.monitor == "val/acc" and checkpoint.CHECKPOINT_NAME_LAST == "last"
+    best = instantiate(cfg.callbacks.model_checkpoint)
+    last = instantiate(cfg.callbacks.last_checkpoint)
+    preemption = instantiate(cfg.callbacks.preemption)
+    assert best.dirpath == last.dirpath == str(tmp_path / "run" / "checkpoints") == str(preemption.dirpath)
+    assert best.monitor == "val/acc" and not best.save_last
+    assert last.save_last and last.CHECKPOINT_NAME_LAST == "last" and last._train_time_interval.total_seconds() == 1800
+    assert preemption.ckpt_path == tmp_path / "run" / "checkpoints" / "preempted.ckpt"
 
 
 def test_no_experiment_is_the_vision_demo(compose_cfg) -> None:

@@ -113,3 +113,15 @@ def test_inverse_sqrt_is_the_papers_schedule() -> None:
         assert lrs[step] == pytest.approx(d**-0.5 * min(s**-0.5, s * warmup**-1.5), rel=1e-9)
     with pytest.raises(ValueError, match="inverse_sqrt is defined per optimizer step"):
         _lrs({"name": "inverse_sqrt", "warmup_epochs": 1, "interval": "epoch"}, total=100, base_lr=1.0)
+
+
+def test_scale_lr_linear_and_sqrt_rules() -> None:
+    from mmattn.lit import scale_lr
+
+    assert scale_lr(1e-3, "linear", 1024, 256) == pytest.approx(4e-3)
+    assert scale_lr(1e-3, "sqrt", 1024, 256) == pytest.approx(2e-3)
+    assert scale_lr(1e-3, "linear", 64, 256) == pytest.approx(2.5e-4)
+    with pytest.raises(ValueError, match="lr_scaling.rule='cubic' is not one of"):
+        scale_lr(1e-3, "cubic", 1024, 256)
+    with pytest.raises(ValueError, match="base_batch_size must be the positive batch size"):
+        scale_lr(1e-3, "linear", 1024, 0)

@@ -1,0 +1,232 @@
+"""On a real SLURM cluster (scripts/slurm/local_cluster.sh, started by .ci/run): launcher sweeps, a 2-task DDP job,
+and preemption both ways (the time-limit warning signal through the launcher; `scontrol requeue` of an sbatch job)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mmattn_testing import HELPERS, TINY_TRAIN, cli_path, metric_steps
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = REPO / "scripts" / "slurm" / "local_cluster.sh"
+SBATCH = REPO / "scripts" / "slurm" / "train.sbatch"
+# The ddp_cpu job of the preemption tests: 2 tasks x 2 batches per epoch x 8 epochs = 16 steps, paced at 0.3 s.
+PREEMPT = [
+    *[o for o in TINY_TRAIN if not o.startswith(("trainer.max_epochs", "+trainer.limit_train_batches"))],
+    "trainer=ddp_cpu",
+    "trainer.max_epochs=8",
+    "callbacks.last_checkpoint.train_time_interval=null",
+    "callbacks.last_checkpoint.every_n_train_steps=4",
+]
+PACE = ["+callbacks.pace._target_=mmattn_probes.Pace", "+callbacks.pace.seconds=0.3"]
+SLURM_LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1"]
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def slurm_conf() -> str:
+    """SLURM_CONF of the running test cluster; skip (with how to start it) when no cluster answers."""
+    conf = (
+        os.environ.get("SLURM_CONF")
+        or subprocess.run(["bash", str(CLUSTER), "conf"], capture_output=True, text=True).stdout.strip()
+    )
+    status = subprocess.run(
+        ["bash", str(CLUSTER), "status"], capture_output=True, text=True, env={**os.environ, "SLURM_CONF": conf}
+    )
+    if status.returncode != 0:
+        pytest.skip(
+            f"no SLURM cluster is up ({status.stdout.strip()}); start one: bash {CLUSTER.relative_to(REPO)} start"
+        )
+    return conf
+
+
+@pytest.fixture
+def slurm_env(probe_env: dict[str, str], slurm_conf: str, tmp_path: Path):
+    """Environment of the submitting process (sbatch exports it to the jobs); cancels the test's jobs afterwards."""
+    env = {**probe_env, "SLURM_CONF": slurm_conf}
+    yield env
+    # Jobs of this test are those whose working directory is its tmp_path (left over only when the test failed).
+    listing = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True, env=env).stdout
+    jobs = [
+        line.split()[0]
+        for line in listing.splitlines()
+        if line.split()[1:] and line.split()[1].startswith(str(tmp_path))
+    ]
+    if jobs:
+        subprocess.run(["scancel", *jobs], env=env)
+
+
+def _job(job_id: str, env: dict[str, str]) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, env=env).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _train_steps(csv_path: Path) -> int:
+    return max(metric_steps(csv_path).get("train/loss", [-1])) if csv_path.is_file() else -1
+
+
+def _restart_when_requeued(job_id: str, env: dict[str, str]) -> None:
+    """Wait until SLURM has requeued the job (it waits for its BeginTime), then let it start now."""
+    _wait(
+        lambda: _job(job_id, env).get("Restarts") == "1" and _job(job_id, env).get("JobState") == "PENDING",
+        120,
+        f"job {job_id} requeued",
+    )
+    subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, slurm_conf: str) -> Path:
+    """The preemption job's config run without interruption (Lightning's own 2-process DDP), for comparison."""
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    run = cwd / "run"
+    env = {**os.environ, "PYTHONPATH": str(HELPERS), "MMATTN_DATA_DIR": str(data_dir)}
+    env.pop("MMATTN_RUN_DIR", None)
+    result = subprocess.run(
+        [cli_path("mmattn-train"), *PREEMPT, f"hydra.run.dir={run}"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return run
+
+
+def _compare_with(uninterrupted: Path, run: Path, log: str) -> None:
+    """The interrupted job stopped mid-training and, resumed, ended exactly like the uninterrupted run."""
+    saved = [int(n) for n in re.findall(r"received: saving \S+preempted.ckpt at global step (\d+)", log)]
+    assert len(saved) == 1 and 5 <= saved[0] < 16, saved
+
+    ref_ckpt = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)
+    got_ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert got_ckpt["global_step"] == ref_ckpt["global_step"] == 16
+    ref, got = (metric_steps(r / "csv" / "version_0" / "metrics.csv") for r in (uninterrupted, run))
+    assert got["train/loss"] == list(range(16))
+    assert got == ref  # every metric logged at the same steps, once
+    assert [p.name for p in (run / "csv").iterdir()] == ["version_0"]
+    assert not (run / "checkpoints" / "preempted.ckpt").exists()
+    assert len(list(run.rglob("metrics.json"))) == 1
+
+
+def _sweep(env: dict[str, str], cwd: Path, *overrides: str) -> Path:
+    """Run `mmattn-train -m hydra/launcher=slurm ...` on the test cluster to the end; return its sweep directory."""
+    args = ["-m", *SLURM_LAUNCHER, "paths.log_dir=logs", *TINY_TRAIN, *overrides]
+    result = subprocess.run(
+        [cli_path("mmattn-train"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    (sweep,) = (cwd / "logs" / "train" / "multiruns").iterdir()
+    return sweep
+
+
+def test_multirun_of_two_jobs_through_the_slurm_launcher(slurm_env, tmp_path: Path) -> None:
+    sweep = _sweep(slurm_env, tmp_path, "seed=1,2")
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0", "1"]
+    for job in jobs:
+        assert {"val/acc", "test/acc"} <= set(json.loads((sweep / job / "metrics.json").read_text()))
+    submission = next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
+    assert "#SBATCH --array=0-1" in submission and "#SBATCH --signal=USR2@120" in submission
+    assert "#SBATCH --requeue" in submission and "#SBATCH --partition=debug" in submission
+
+
+def test_two_task_ddp_job_writes_its_metrics_once(slurm_env, tmp_path: Path) -> None:
+    sweep = _sweep(slurm_env, tmp_path, "trainer=ddp_cpu")
+    run = sweep / "0"
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", "checkpoints", "csv", "metrics.json", "train.log"]
+    assert len(list(tmp_path.rglob("metrics.json"))) == 1
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.out"))
+    assert "MEMBER: 1/2" in logs and "MEMBER: 2/2" in logs  # two srun tasks, one DDP group
+    assert "--ntasks-per-node=2" in next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
+    assert (
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    )  # limit_train_batches=2 on each rank
+
+
+def test_time_limit_signal_checkpoints_requeues_and_the_job_resumes(slurm_env, uninterrupted, tmp_path: Path) -> None:
+    args = ["-m", *SLURM_LAUNCHER, "paths.log_dir=logs", *PREEMPT, *PACE]
+    launcher = subprocess.Popen(
+        [cli_path("mmattn-train"), *args],
+        cwd=tmp_path,
+        env=slurm_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _preempt_through_the_launcher(launcher, slurm_env, uninterrupted, tmp_path)
+    finally:
+        launcher.kill()
+
+
+def _preempt_through_the_launcher(launcher: subprocess.Popen, slurm_env, uninterrupted: Path, tmp_path: Path) -> None:
+    sweeps = tmp_path / "logs" / "train" / "multiruns"
+    _wait(lambda: sweeps.is_dir() and any((s / "0").is_dir() for s in sweeps.iterdir()), 120, "the job to start")
+    (sweep,) = sweeps.iterdir()
+    run = sweep / "0"
+    _wait(lambda: _train_steps(run / "csv" / "version_0" / "metrics.csv") >= 5, 120, "step 5")
+    # One job of a sweep: submitit submits it as a plain job (folder <id>), several as an array (<id>_<n>).
+    job_id = next(p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+(_0)?", p.name))
+    # What SLURM sends signal_delay_s before the time limit (sbatch --signal=USR2@120), to every task.
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, env=slurm_env)
+    _restart_when_requeued(job_id, slurm_env)
+    out, _ = launcher.communicate(timeout=600)
+    assert launcher.returncode == 0, out[-4000:]
+    logs = "".join(p.read_text() for p in (sweep / ".submitit" / job_id).glob("*_log.out"))
+    assert "SIGUSR2 received: saving" in logs and f"requeued SLURM job {job_id}" in logs
+    assert "resuming from" in logs and "Restored all states from the checkpoint" in logs
+    _compare_with(uninterrupted, run, logs)
+
+
+def test_scontrol_requeue_of_an_sbatch_job_resumes_from_its_checkpoint(
+    slurm_env, uninterrupted, tmp_path: Path
+) -> None:
+    env = {**slurm_env, "MMATTN_TRAIN": cli_path("mmattn-train")}
+    submit = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--gpus-per-node=0",
+            "--ntasks-per-node=2",
+            "--cpus-per-task=1",
+            "--time=20",
+            str(SBATCH),
+            *PREEMPT,
+            *PACE,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job_id = submit.stdout.strip()
+    run = tmp_path / "outputs" / "slurm" / f"mmattn_{job_id}"
+    _wait(lambda: _train_steps(run / "csv" / "version_0" / "metrics.csv") >= 5, 180, "step 5")
+    # Preemption or an operator: SLURM sends SIGTERM, waits KillWait, requeues the job.
+    subprocess.run(["scontrol", "requeue", job_id], check=True, env=env)
+    _restart_when_requeued(job_id, env)
+    _wait(lambda: _job(job_id, env).get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"), 300, "the job to finish")
+    output = (tmp_path / f"slurm-mmattn-{job_id}.out").read_text()
+    assert _job(job_id, env)["JobState"] == "COMPLETED", output[-4000:]
+    assert "SIGTERM received: saving" in output and "(restart 1)" in output and "resuming from" in output
+    _compare_with(uninterrupted, run, output)
