@@ -10,7 +10,7 @@
 # (default /tmp/mmattn-slurm): auth/munge, proctrack/linuxproc, task/none (no cgroups), select/cons_tres with CR_CPU,
 # ports of their own, one partition `debug` with one node holding every CPU of this machine. Without a GPU the node
 # has no GRES; jobs run CPU DDP (trainer=ddp_cpu). `start` is idempotent: a running cluster is left as it is.
-set -euo pipefail
+set -Eeuo pipefail
 
 DIR=${MMATTN_SLURM_DIR:-/tmp/mmattn-slurm}
 CONF=$DIR/slurm.conf
@@ -20,6 +20,8 @@ NODE=$(hostname -s)
 export SLURM_CONF=$CONF
 
 die() { echo "local_cluster.sh: $*" >&2; exit 1; }
+# A daemon that refuses to start (a port in use, a stale daemon still exiting) must not end the script silently.
+trap 'die "\`$BASH_COMMAND\` failed (exit $?); see $DIR/slurmctld.log, $DIR/slurmd.log and /var/log/munge"' ERR
 
 ensure_packages() {
   local missing=()
@@ -76,7 +78,24 @@ EOF
 # scontrol waits for its timeout when no controller listens, so look for the daemon before asking it.
 answers() { pgrep -f "slurmctld -f $CONF" >/dev/null && timeout 20 scontrol ping 2>/dev/null | grep -q "is UP"; }
 
-node_state() { sinfo -h -n "$NODE" -o %t 2>/dev/null | head -n 1; }
+# Empty while the controller is still starting (sinfo fails then), never an error.
+node_state() { { sinfo -h -n "$NODE" -o %t 2>/dev/null || true; } | head -n 1; }
+
+munge_works() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
+
+# slurmctld and slurmd authenticate every message through munged; wait until it really answers.
+start_munge() {
+  munge_works && return 0
+  mkdir -p /run/munge && chown munge:munge /run/munge 2>/dev/null || true
+  [ -f /etc/munge/munge.key ] || mungekey --create >/dev/null
+  for _ in $(seq 1 20); do
+    # A munged that is still shutting down holds the socket: wait for it rather than fail.
+    pgrep -x munged >/dev/null || munged --force 2>/dev/null || true
+    munge_works && return 0
+    sleep 0.5
+  done
+  die "munged does not answer (munge -n | unmunge fails); see /var/log/munge/munged.log"
+}
 
 start() {
   ensure_packages
@@ -86,11 +105,7 @@ start() {
   fi
   [ "$(id -u)" -eq 0 ] || die "slurmctld and slurmd run as root here; run as root (or start SLURM yourself)"
   write_conf
-  if ! pgrep -x munged >/dev/null; then
-    mkdir -p /run/munge && chown munge:munge /run/munge 2>/dev/null || true
-    [ -f /etc/munge/munge.key ] || mungekey --create >/dev/null
-    munged --force
-  fi
+  start_munge
   slurmctld -f "$CONF"
   slurmd -f "$CONF"
   local state=""
