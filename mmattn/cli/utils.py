@@ -191,7 +191,7 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer | None) -> str 
         newest = newest_checkpoint(trainer) if reason else None
         if newest is None:
             return None
-        rank_zero_info(f"resuming from {newest}: {reason}")
+        rank_zero_info(f"resuming from {newest}, the newest checkpoint of this run directory: {reason}")
         return str(newest)
     if ckpt_path == "last":
         if trainer is None:

@@ -135,11 +135,11 @@ class PreemptionCheckpoint(Callback):
         received = self._received is not None
         if not trainer.strategy.reduce_boolean_decision(received, all=False):
             return
+        # Any rank may have been the one signalled; the warning signal wins, since it asks for a requeue.
         warned = trainer.strategy.reduce_boolean_decision(received and self._received == self.requeue_signal, all=False)
-        name = (self._received or (self.requeue_signal if warned else signal.SIGTERM)).name
-        rank_zero_info(f"{name} received: saving {self.ckpt_path} at global step {trainer.global_step}")
-        trainer.save_checkpoint(self.ckpt_path)
         signum = self.requeue_signal if warned and self.requeue_signal is not None else signal.SIGTERM
+        rank_zero_info(f"{signum.name} received: saving {self.ckpt_path} at global step {trainer.global_step}")
+        trainer.save_checkpoint(self.ckpt_path)
         self._stop_code = 128 + int(signum)
         self._requeue_now = warned and self.requeue
 
@@ -156,6 +156,8 @@ class PreemptionCheckpoint(Callback):
         requeued = False
         if self._requeue_now and job_id is not None and trainer.is_global_zero:
             requeued = requeue_slurm_job(job_id)
+        # No rank exits before the requeue is done: `srun --kill-on-bad-exit` would kill rank 0 on the first exit.
+        trainer.strategy.barrier("mmattn_preemption_stop")
         what = f"requeued SLURM job {job_id}" if requeued else "not requeued"
         rank_zero_info(f"stopped at global step {trainer.global_step}; checkpoint {self.ckpt_path}; {what}")
         raise Preempted(self._stop_code)

@@ -1,5 +1,5 @@
 """On a real SLURM cluster (scripts/slurm/local_cluster.sh, started by .ci/run): launcher sweeps, a 2-task DDP job,
-and preemption both ways (the time-limit warning signal through the launcher; `scontrol requeue` of an sbatch job)."""
+and preemption both ways (`scontrol requeue` of a launcher job; the time-limit warning signal to an sbatch job)."""
 
 from __future__ import annotations
 
@@ -83,12 +83,20 @@ def _train_steps(csv_path: Path) -> int:
 
 
 def _restart_when_requeued(job_id: str, env: dict[str, str]) -> None:
-    """Wait until SLURM has requeued the job (it waits for its BeginTime), then let it start now."""
-    _wait(
-        lambda: _job(job_id, env).get("Restarts") == "1" and _job(job_id, env).get("JobState") == "PENDING",
-        120,
-        f"job {job_id} requeued",
-    )
+    """Wait until SLURM has requeued the job (it then waits for its BeginTime) and the node has finished cleaning up
+    after it, then let it start now. (Started while slurmd still completes the old run, SLURM kills the new one:
+    "Job credential revoked".)"""
+
+    def requeued() -> bool:
+        job = _job(job_id, env)
+        return job.get("Restarts") == "1" and job.get("JobState") == "PENDING"
+
+    def node_idle() -> bool:
+        states = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env).stdout.split()
+        return states == ["idle"]
+
+    _wait(requeued, 120, f"job {job_id} requeued")
+    _wait(node_idle, 120, "the node to finish the interrupted run")
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True, env=env)
 
 
@@ -162,7 +170,9 @@ def test_two_task_ddp_job_writes_its_metrics_once(slurm_env, tmp_path: Path) -> 
     )  # limit_train_batches=2 on each rank
 
 
-def test_time_limit_signal_checkpoints_requeues_and_the_job_resumes(slurm_env, uninterrupted, tmp_path: Path) -> None:
+def test_scontrol_requeue_of_a_launcher_job_resumes_from_its_checkpoint(
+    slurm_env, uninterrupted, tmp_path: Path
+) -> None:
     args = ["-m", *SLURM_LAUNCHER, "paths.log_dir=logs", *PREEMPT, *PACE]
     launcher = subprocess.Popen(
         [cli_path("mmattn-train"), *args],
@@ -186,20 +196,18 @@ def _preempt_through_the_launcher(launcher: subprocess.Popen, slurm_env, uninter
     _wait(lambda: _train_steps(run / "csv" / "version_0" / "metrics.csv") >= 5, 120, "step 5")
     # One job of a sweep: submitit submits it as a plain job (folder <id>), several as an array (<id>_<n>).
     job_id = next(p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+(_0)?", p.name))
-    # What SLURM sends signal_delay_s before the time limit (sbatch --signal=USR2@120), to every task.
-    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, env=slurm_env)
+    # Preemption or an operator: SLURM sends SIGTERM, waits KillWait, requeues the job.
+    subprocess.run(["scontrol", "requeue", job_id], check=True, env=slurm_env)
     _restart_when_requeued(job_id, slurm_env)
     out, _ = launcher.communicate(timeout=600)
     assert launcher.returncode == 0, out[-4000:]
     logs = "".join(p.read_text() for p in (sweep / ".submitit" / job_id).glob("*_log.out"))
-    assert "SIGUSR2 received: saving" in logs and f"requeued SLURM job {job_id}" in logs
+    assert "SIGTERM received: saving" in logs and "not requeued" in logs  # SLURM requeued it
     assert "resuming from" in logs and "Restored all states from the checkpoint" in logs
     _compare_with(uninterrupted, run, logs)
 
 
-def test_scontrol_requeue_of_an_sbatch_job_resumes_from_its_checkpoint(
-    slurm_env, uninterrupted, tmp_path: Path
-) -> None:
+def test_time_limit_signal_requeues_an_sbatch_job_which_resumes(slurm_env, uninterrupted, tmp_path: Path) -> None:
     env = {**slurm_env, "MMATTN_TRAIN": cli_path("mmattn-train")}
     submit = subprocess.run(
         [
@@ -222,11 +230,13 @@ def test_scontrol_requeue_of_an_sbatch_job_resumes_from_its_checkpoint(
     job_id = submit.stdout.strip()
     run = tmp_path / "outputs" / "slurm" / f"mmattn_{job_id}"
     _wait(lambda: _train_steps(run / "csv" / "version_0" / "metrics.csv") >= 5, 180, "step 5")
-    # Preemption or an operator: SLURM sends SIGTERM, waits KillWait, requeues the job.
-    subprocess.run(["scontrol", "requeue", job_id], check=True, env=env)
+    # What SLURM sends 120 s before the time limit (#SBATCH --signal=USR2@120), to every task; the job requeues
+    # itself (rank 0, while the other rank waits: srun --kill-on-bad-exit would otherwise kill rank 0 first).
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, env=env)
     _restart_when_requeued(job_id, env)
     _wait(lambda: _job(job_id, env).get("JobState") in ("COMPLETED", "FAILED", "CANCELLED"), 300, "the job to finish")
     output = (tmp_path / f"slurm-mmattn-{job_id}.out").read_text()
     assert _job(job_id, env)["JobState"] == "COMPLETED", output[-4000:]
-    assert "SIGTERM received: saving" in output and "(restart 1)" in output and "resuming from" in output
+    assert "SIGUSR2 received: saving" in output and f"requeued SLURM job {job_id}" in output
+    assert "(restart 1)" in output and "resuming from" in output
     _compare_with(uninterrupted, run, output)
