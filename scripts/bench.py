@@ -637,7 +637,7 @@ def bench_translation(args: argparse.Namespace, device: torch.device) -> dict[st
 # ----------------------------------------------------------------------------------------------------------- ddp
 
 # The vision demo's model and data (configs/experiment/vision_demo.yaml), fewer images; per-process batch 128.
-DDP_OVERRIDES = ["data.val_per_class=10", "data.test_per_class=10", "data.num_workers=0", "trainer.max_epochs=1"]
+DDP_OVERRIDES = ["data.val_per_class=10", "data.test_per_class=10", "data.num_workers=0"]
 
 
 def ddp_case(processes: int, data_dir: str, quick: bool) -> dict[str, Any]:
@@ -660,7 +660,6 @@ def ddp_case(processes: int, data_dir: str, quick: bool) -> dict[str, Any]:
     class Clock(pl.Callback):
         def __init__(self) -> None:
             self.seconds: list[float] = []
-            self.samples: list[int] = []
 
         def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             trainer.strategy.barrier("epoch_start")
@@ -669,8 +668,6 @@ def ddp_case(processes: int, data_dir: str, quick: bool) -> dict[str, Any]:
         def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             trainer.strategy.barrier("epoch_end")
             self.seconds.append(time.perf_counter() - self._start)
-            batches = trainer.num_training_batches
-            self.samples.append(int(batches) * cfg.data.batch_size * trainer.world_size)
 
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.module, net=instantiate(cfg.model))
@@ -692,13 +689,14 @@ def ddp_case(processes: int, data_dir: str, quick: bool) -> dict[str, Any]:
     if not trainer.is_global_zero:
         return {}
     # The first epoch pays for lazy initialisation (oneDNN primitives, gloo buffers): leave it out.
-    seconds, samples = clock.seconds[1:], clock.samples[1:]
+    seconds = clock.seconds[1:]
+    samples_per_epoch = int(trainer.num_training_batches) * cfg.data.batch_size * trainer.world_size
     return {
         "processes": processes,
         "threads_per_process": torch.get_num_threads(),
         "epoch_seconds": [round(t, 3) for t in seconds],
-        "samples_per_epoch": samples[0],
-        "samples_per_s": sum(samples) / sum(seconds),
+        "samples_per_epoch": samples_per_epoch,
+        "samples_per_s": samples_per_epoch * len(seconds) / sum(seconds),
     }
 
 
