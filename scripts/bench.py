@@ -297,12 +297,17 @@ def _status_kib(field: str) -> int:
 
 def _reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0); False where that is impossible."""
+    # The kernel's RSS counters are per-CPU approximations, so right after the reset VmHWM may read a little above
+    # VmRSS (seen: a few hundred KiB). A kernel without the reset keeps the import-time peak, far higher.
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _status_kib("VmHWM") <= _status_kib("VmRSS") + 4
+        for _ in range(3):
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            if _status_kib("VmHWM") <= _status_kib("VmRSS") + 1024:
+                return True
     except OSError:
-        return False
+        pass
+    return False
 
 
 def _rss_bytes() -> int:
@@ -351,20 +356,10 @@ def memory_case(case: str, shape: tuple[int, int, int, int], device: torch.devic
         sync(device)
         peak, method = torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
     elif _reset_peak_rss():
-        # The high-water mark now equals the current RSS, so the peak belongs to this one forward+backward. The
-        # gradients still held after backward bound the peak from below; a mark under that bound was missed by the
-        # kernel (seen once in a loaded test run: +0.0 MiB for the explicit path), so that run is measured again.
-        held = x.numel() * x.element_size() + sum(p.numel() * p.element_size() for p in attn.parameters())
-        attempts = 0
-        while True:
-            attempts += 1
-            _reset_peak_rss()
-            baseline = _status_kib("VmRSS") * 1024
-            run(x, grad_out)
-            peak = _status_kib("VmHWM") * 1024
-            if peak - baseline >= held or attempts == 3:
-                break
-        method = f"/proc/self/status VmHWM after clear_refs=5 (attempt {attempts})"
+        # The high-water mark now equals the current RSS, so the peak belongs to this one forward+backward.
+        baseline = _status_kib("VmRSS") * 1024
+        run(x, grad_out)
+        peak, method = _status_kib("VmHWM") * 1024, "/proc/self/status VmHWM after clear_refs=5"
     else:
         # ru_maxrss cannot be lowered: anything above the current RSS earlier (imports) hides part of the peak.
         baseline = max(_maxrss_bytes(), _rss_bytes())
