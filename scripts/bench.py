@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark the attention core against torch and timm: attention speed, a ViT-Tiny training step, attention memory.
+"""Benchmark the attention core against torch and timm: attention speed, a ViT-Tiny training step, attention memory,
+the audio pipeline, translation decoding and training, language-model sampling, DDP scaling.
 
 Prints one JSON object on stdout and nothing else (progress goes to stderr):
 
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 
 from mmattn.nn import MultiHeadAttention
 
-SECTIONS = ("attention", "vit", "memory", "audio", "translation", "ddp")
+SECTIONS = ("attention", "vit", "memory", "audio", "translation", "lm", "ddp")
 MEMORY_CASES = ("fused", "explicit", "need_weights")
 MIB = 2**20
 
@@ -54,6 +55,8 @@ TARGETS = {
     # <= 1/3), and a training step no slower than torch.nn.Transformer's (time ratio <= 1.0).
     "decode_128 cached/recompute": 1 / 3,
     "seq2seq_train_step ours/torch": 1.0,
+    # Sampling 256 tokens from a decoder-only LM on the KV cache must be >= 3x faster than recomputing every prefix.
+    "lm_sample_256 cached/recompute": 1 / 3,
 }
 
 
@@ -635,6 +638,47 @@ def bench_translation(args: argparse.Namespace, device: torch.device) -> dict[st
 DDP_OVERRIDES = ["data.val_per_class=10", "data.test_per_class=10", "data.num_workers=0"]
 
 
+def bench_lm(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Sampled tokens per second of a decoder-only LM with the KV cache against recomputing every prefix."""
+    from mmattn.models import DecoderOnly, sample_tokens
+
+    vocab, dim, depth, heads = (64, 32, 1, 2) if args.quick else (8000, 512, 6, 8)
+    batch, new_tokens = (2, 16) if args.quick else (8, 256)
+    repeats = args.repeats or (2 if args.quick else 3)
+    torch.manual_seed(0)
+    model = DecoderOnly(vocab_size=vocab, dim=dim, depth=depth, num_heads=heads, context_length=new_tokens + 1)
+    model = model.to(device).eval()
+    prompt = torch.ones(batch, 1, dtype=torch.long, device=device)
+
+    def run(use_cache: bool) -> Callable[[], None]:
+        # No eos: every row samples all `new_tokens` tokens; a fixed seed draws the same tokens in both variants.
+        return lambda: sample_tokens(
+            model,
+            prompt,
+            max_new_tokens=new_tokens,
+            top_k=50,
+            generator=torch.Generator(device=device).manual_seed(0),
+            use_cache=use_cache,
+        )
+
+    samples, _ = time_interleaved(
+        {"cached": run(True), "recompute": run(False)}, device=device, warmup=1, repeats=repeats
+    )
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    tokens_per_s = {k: batch * new_tokens / v for k, v in medians.items()}
+    log(
+        f"lm sample {new_tokens} tokens batch={batch}: cached {tokens_per_s['cached']:.0f} tok/s, recompute "
+        f"{tokens_per_s['recompute']:.0f} tok/s ({medians['recompute'] / medians['cached']:.1f}x)"
+    )
+    return {
+        "shape": {"vocab": vocab, "dim": dim, "depth": depth, "heads": heads, "batch": batch, "tokens": new_tokens},
+        "median_s": medians,
+        "tokens_per_s": tokens_per_s,
+        "ratio": {"cached/recompute": medians["cached"] / medians["recompute"]},
+        "speedup": medians["recompute"] / medians["cached"],
+    }
+
+
 def ddp_case(processes: int, data_dir: str, quick: bool) -> dict[str, Any]:
     """Train the vision demo for a few epochs with `processes` CPU DDP ranks (gloo); rank 0 returns its timings.
 
@@ -731,6 +775,8 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
         worst["decode_128 cached/recompute"] = result["translation"]["decode"]["128"]["ratio"]["cached/recompute"]
     if "translation" in result:
         worst["seq2seq_train_step ours/torch"] = result["translation"]["train_step"]["ratio"]["ours/torch"]
+    if "lm_sampling" in result and result["lm_sampling"]["shape"]["tokens"] == 256:
+        worst["lm_sample_256 cached/recompute"] = result["lm_sampling"]["ratio"]["cached/recompute"]
     return {name: {"limit": TARGETS[name], "worst": w, "pass": w <= TARGETS[name]} for name, w in worst.items()}
 
 
@@ -836,6 +882,7 @@ def main(argv: list[str] | None = None) -> None:
             ("memory", lambda: bench_memory(args, device, threads)),
             ("audio", lambda: bench_audio(args, device)),
             ("translation", lambda: bench_translation(args, device)),
+            ("lm", lambda: bench_lm(args, device)),
             ("ddp", lambda: bench_ddp(args)),
         ):
             if section in args.sections:
@@ -845,6 +892,7 @@ def main(argv: list[str] | None = None) -> None:
                     "memory": "attention_memory",
                     "audio": "audio_pipeline",
                     "ddp": "ddp_scaling",
+                    "lm": "lm_sampling",
                 }.get(section, section)
                 result[key] = run()
                 seconds[key] = round(time.perf_counter() - t0, 2)

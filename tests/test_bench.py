@@ -47,6 +47,7 @@ def test_meta_and_out_file(quick_run: tuple[dict, Path]) -> None:
         "attention_memory",
         "audio_pipeline",
         "translation",
+        "lm_sampling",
         "ddp_scaling",
     }
     assert _positive_finite(meta["elapsed_s"])
@@ -107,6 +108,14 @@ def test_translation_section(quick_run: tuple[dict, Path]) -> None:
     assert all(_positive_finite(v) for v in step["tokens_per_s"].values())
     # Same size: the two models hold the same number of parameters.
     assert step["params"]["ours"] == step["params"]["torch"]
+
+
+@pytest.mark.slow
+def test_lm_section(quick_run: tuple[dict, Path]) -> None:
+    lm = quick_run[0]["lm_sampling"]
+    assert lm["shape"]["tokens"] == 16 and set(lm["tokens_per_s"]) == {"cached", "recompute"}
+    assert all(_positive_finite(v) for v in lm["tokens_per_s"].values())
+    assert lm["ratio"]["cached/recompute"] == pytest.approx(lm["median_s"]["cached"] / lm["median_s"]["recompute"])
 
 
 @pytest.mark.slow

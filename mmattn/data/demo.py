@@ -97,3 +97,23 @@ def ensure_dataset(root: Path | str, generate: Callable[[Path], None], *, name: 
         finally:
             fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
     return root
+
+
+class GeneratedData:
+    """LightningDataModule mixin for data a generator writes once: `ensure_data()` runs before `prepare_data` and
+    `setup` of the datamodule it precedes in the bases (prepare_data runs on one process per node only, so setup
+    checks again)."""
+
+    def ensure_data(self) -> None:
+        """Write the data when missing, or raise naming the folder and the option that generates it."""
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        """Generate the data (write-once, process-safe), then the datamodule's own preparation."""
+        self.ensure_data()
+        super().prepare_data()  # type: ignore[misc]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Make sure the data exists, then the datamodule's own setup."""
+        self.ensure_data()
+        super().setup(stage)  # type: ignore[misc]

@@ -9,6 +9,7 @@ from mmattn.lit.callbacks import (
 )
 from mmattn.lit.checkpoint_io import AtomicCheckpointIO, atomic_write, replace_dir
 from mmattn.lit.classification import ClassificationModule
+from mmattn.lit.language_model import LanguageModelModule
 from mmattn.lit.loggers import ResumableCSVLogger, ResumableTensorBoardLogger
 from mmattn.lit.optim import (
     build_scheduler,
@@ -24,6 +25,7 @@ from mmattn.lit.strategies import FSDPStrategy
 __all__ = [
     "AtomicCheckpointIO",
     "FSDPStrategy",
+    "LanguageModelModule",
     "LastCheckpoint",
     "Preempted",
     "PreemptionCheckpoint",

@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import get_class
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
@@ -16,12 +15,11 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 from mmattn.lit.optim import configure_optimization
+from mmattn.lit.tokenizer_state import TOKENIZER_KEY, CarriesTokenizer, adopt_tokenizer, tokenizer_from_checkpoint
 from mmattn.models.decoding import beam_search, greedy_decode
 
-__all__ = ["Seq2SeqModule", "TOKENIZER_KEY"]
+__all__ = ["Seq2SeqModule", "TOKENIZER_KEY", "tokenizer_from_checkpoint"]
 
-# Where the tokenizer travels inside a checkpoint: evaluation and translation need nothing else.
-TOKENIZER_KEY = "mmattn_tokenizer"
 DECODING_KEYS = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "hard_max")
 METRICS = ("bleu", "chrf", "exact")
 
@@ -33,7 +31,7 @@ class _ExactMatch(MeanMetric):
         super().update(torch.tensor([float(h.strip() == r.strip()) for h, r in zip(hyps, refs)]))
 
 
-class Seq2SeqModule(LightningModule):
+class Seq2SeqModule(CarriesTokenizer, LightningModule):
     """Sequence-to-sequence training and evaluation for a net with `encode(src)` and `decode(...)` (`EncoderDecoder`).
 
     Batches are dicts: `src` (source batch, e.g. ids [B, S]), `tgt` (target ids [B, T], EOS-terminated, padded),
@@ -123,21 +121,7 @@ class Seq2SeqModule(LightningModule):
 
     def setup(self, stage: str) -> None:
         """Take the tokenizer from the datamodule, check it fits the net, compile once if asked."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        tokenizer = getattr(datamodule, "tokenizer", None)
-        if tokenizer is not None:
-            if self.tokenizer is not None and self.tokenizer.to_dict() != tokenizer.to_dict():
-                # The data was encoded with the datamodule's tokenizer: ids would mean other words to this model.
-                raise ValueError(
-                    "the datamodule's tokenizer differs from the one stored with this model (checkpoint); point "
-                    "data.tokenizer_dir at the training run's tokenizer/ folder"
-                )
-            self.tokenizer = tokenizer
-        if self.tokenizer is None:
-            raise ValueError(
-                "Seq2SeqModule has no tokenizer: the datamodule provides none and the checkpoint carried none; "
-                "train from a translation datamodule or load a checkpoint written by mmattn-train"
-            )
+        self.tokenizer = adopt_tokenizer(self.tokenizer, self._trainer, type(self).__name__)
         for side in ("src", "tgt"):
             have = getattr(self.tokenizer, f"{side}_vocab_size", None)
             room = getattr(self.net, f"{side}_vocab_size", None)
@@ -149,16 +133,6 @@ class Seq2SeqModule(LightningModule):
         if self.compile_net and not getattr(self, "_compiled", False):
             self.net.compile()
             self._compiled = True
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the tokenizer (plain JSON strings, so the checkpoint loads with weights_only=True)."""
-        if self.tokenizer is not None:
-            cls = type(self.tokenizer)
-            checkpoint[TOKENIZER_KEY] = {"class": f"{cls.__module__}.{cls.__qualname__}", **self.tokenizer.to_dict()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Rebuild the tokenizer stored by `on_save_checkpoint`."""
-        self.tokenizer = tokenizer_from_checkpoint(checkpoint)
 
     # ------------------------------------------------------------------------------------------- train / eval
 
@@ -254,19 +228,3 @@ class Seq2SeqModule(LightningModule):
             out += self.tokenizer.decode_tgt_batch(self.generate(src.to(self.device)).tolist())
         self.train(was_training)
         return out
-
-
-def tokenizer_from_checkpoint(checkpoint: Mapping[str, Any]) -> Any:
-    """The tokenizer a `Seq2SeqModule` stored in `checkpoint`.
-
-    Raises:
-        ValueError: The checkpoint carries no tokenizer.
-    """
-    stored = checkpoint.get(TOKENIZER_KEY)
-    if stored is None:
-        raise ValueError(
-            "this checkpoint carries no tokenizer (it was not written by a Seq2SeqModule run of mmattn-train); "
-            "translate with a checkpoint from mmattn-train"
-        )
-    stored = dict(stored)
-    return get_class(stored.pop("class")).from_dict(stored)

@@ -1,7 +1,9 @@
-"""Translation adapter: parallel text, BPE tokenizer, token-budget batches, the built-in SCAN demo."""
+"""Translation adapter: parallel text, the source/target BPE tokenizer, token-budget batches, the SCAN demo (its
+grammar lives in `tasks.text.scan`)."""
+
+from tasks.text.scan import interpret, make_scan, scan_pairs
 
 from .datamodule import ParallelTextDataset, SCANDataModule, TranslationDataModule, collate_pairs
-from .scan import interpret, make_scan, scan_pairs
 from .tokenizer import Seq2SeqTokenizer
 
 __all__ = [

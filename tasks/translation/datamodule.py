@@ -17,9 +17,9 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from mmattn.data import TokenBudgetBatchSampler
+from mmattn.data import GeneratedData, TokenBudgetBatchSampler
+from tasks.text.scan import make_scan
 
-from .scan import make_scan
 from .text import filter_pairs, read_parallel
 from .tokenizer import PAD_ID, Seq2SeqTokenizer
 
@@ -247,7 +247,7 @@ class TranslationDataModule(L.LightningDataModule):
         return self._loader("test", train=False)
 
 
-class SCANDataModule(TranslationDataModule):
+class SCANDataModule(GeneratedData, TranslationDataModule):
     """The built-in SCAN demo (Lake & Baroni, 2018): commands -> action sequences, generated once under
     `root/scan_<split>/` as parallel text (`.cmd` / `.act`) and read as any other parallel text.
 
@@ -271,18 +271,9 @@ class SCANDataModule(TranslationDataModule):
         self.data_seed = data_seed
         self.save_hyperparameters(logger=False)
 
-    def _ensure(self) -> None:
+    def ensure_data(self) -> None:
+        """Write the SCAN files when missing (write-once, process-safe)."""
         if self.generate:
             make_scan(self.data_root, split=self.split, seed=self.data_seed)
         elif not self.root.is_dir():
             raise FileNotFoundError(f"SCAN data not found at {self.root}; pass data.generate=true to create it")
-
-    def prepare_data(self) -> None:
-        """Generate the SCAN files (write-once, process-safe), then train the tokenizer."""
-        self._ensure()
-        super().prepare_data()
-
-    def setup(self, stage: str | None = None) -> None:
-        """Make sure the files exist (prepare_data may have run elsewhere), then read them."""
-        self._ensure()
-        super().setup(stage)

@@ -13,12 +13,28 @@ exactly the normalised text: an ordinary single-spaced sentence comes back uncha
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer
+
+from tasks.text.bpe import (
+    BOS_ID,
+    EOS_ID,
+    MIN_VOCAB_SIZE,
+    PAD_ID,
+    SPECIAL_TOKENS,
+    UNK_ID,
+)
+from tasks.text.bpe import as_list as _as_list
+from tasks.text.bpe import check_non_blank as _check_non_blank
+from tasks.text.bpe import check_texts as _check_texts
+from tasks.text.bpe import check_tokenizer as _check_tokenizer
+from tasks.text.bpe import content_ids as _content_ids
+from tasks.text.bpe import text_chunks as _chunks
+from tasks.text.bpe import train_bpe as _train_bpe
 
 __all__ = [
     "SPECIAL_TOKENS",
@@ -33,109 +49,9 @@ __all__ = [
     "Seq2SeqTokenizer",
 ]
 
-SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
-PAD_ID = 0
-BOS_ID = 1
-EOS_ID = 2
-UNK_ID = 3
-
-# The special tokens plus room for a handful of characters; less cannot hold any useful subword vocabulary.
-MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + 8
-
 TOKENIZER_FILE = "tokenizer.json"
 SRC_TOKENIZER_FILE = "tokenizer_src.json"
 TGT_TOKENIZER_FILE = "tokenizer_tgt.json"
-
-_WORD_START = "\u2581"  # "▁", SentencePiece's word-start marker
-_TRAIN_CHUNK = 1000  # texts handed to the Rust trainer per call back into Python
-
-
-def _new_bpe(lowercase: bool) -> Tokenizer:
-    # unk_token is what makes BPE emit <unk>: without it (or with byte_fallback) unseen characters vanish silently.
-    # fuse_unk turns a word in an unseen script into one <unk> instead of one per character.
-    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS[UNK_ID], fuse_unk=True, byte_fallback=False))
-    steps: list[normalizers.Normalizer] = [normalizers.NFKC()]
-    if lowercase:
-        steps.append(normalizers.Lowercase())
-    # Collapsing whitespace keeps tabs and newlines out of decoded text (mmattn-translate writes one translation a
-    # line) and spends no tokens on spacing noise; the price is that double spaces do not round-trip.
-    steps += [normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip()]
-    tok.normalizer = normalizers.Sequence(steps)
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_WORD_START, prepend_scheme="always", split=True)
-    tok.decoder = decoders.Metaspace(replacement=_WORD_START, prepend_scheme="always", split=True)
-    return tok
-
-
-def _train_bpe(chunks: Iterator[list[str]], vocab_size: int, min_frequency: int, lowercase: bool) -> Tokenizer:
-    tok = _new_bpe(lowercase)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),  # first, so they take ids 0..3
-        # The trainer keeps every character it sees even beyond vocab_size; the limit makes vocab_size a true upper
-        # bound, and the rarest characters of a huge alphabet become <unk>.
-        limit_alphabet=vocab_size - len(SPECIAL_TOKENS),
-        show_progress=False,
-    )
-    tok.train_from_iterator(chunks, trainer)
-    return tok
-
-
-def _chunks(texts: Iterable[str], name: str, non_blank: dict[str, bool]) -> Iterator[list[str]]:
-    # Counts as it goes, so a one-shot iterator (an open file) is read once and never held in memory.
-    chunk: list[str] = []
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"{name}[{i}] is a {type(text).__name__}, not a str; pass the sentences as strings")
-        if not non_blank[name] and text.strip():
-            non_blank[name] = True
-        chunk.append(text)
-        if len(chunk) == _TRAIN_CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _check_texts(texts: Iterable[str], name: str) -> None:
-    if isinstance(texts, str):
-        raise TypeError(f"{name} is a single string; pass an iterable of sentences (a list, or an open text file)")
-
-
-def _check_non_blank(non_blank: dict[str, bool], name: str) -> None:
-    if not non_blank[name]:
-        raise ValueError(f"{name} holds no non-blank text; pass that side of the training corpus, a sentence per item")
-
-
-def _check_tokenizer(tok: Tokenizer, side: str) -> None:
-    for expected, token in enumerate(SPECIAL_TOKENS):
-        got = tok.token_to_id(token)
-        if got != expected:
-            raise ValueError(
-                f"{side} tokenizer maps {token!r} to id {got}, but mmattn needs {SPECIAL_TOKENS} at ids 0..3; "
-                "build it with Seq2SeqTokenizer.train"
-            )
-    model = tok.model
-    if isinstance(model, models.BPE) and model.unk_token != SPECIAL_TOKENS[UNK_ID]:
-        raise ValueError(
-            f"{side} tokenizer's BPE model has unk_token {model.unk_token!r}, so it would drop unseen characters "
-            f"silently; it needs unk_token {SPECIAL_TOKENS[UNK_ID]!r} (build it with Seq2SeqTokenizer.train)"
-        )
-
-
-def _as_list(ids: Any) -> list:
-    # Tensors and arrays: one tolist() instead of a 0-d tensor per element.
-    return ids.tolist() if hasattr(ids, "tolist") else list(ids)
-
-
-def _content_ids(ids: Sequence[int]) -> list[int]:
-    out = []
-    for i in ids:
-        if i == EOS_ID:
-            break
-        if i != PAD_ID and i != BOS_ID:
-            out.append(i)
-    return out
 
 
 class Seq2SeqTokenizer:

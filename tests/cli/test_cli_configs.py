@@ -17,6 +17,7 @@ from mmattn.lit import ClassificationModule
 
 CONFIGS = Path(str(files("mmattn.configs")))
 TEXT_DATA = ("scan", "parallel_text")
+LM_DATA = ("text_folder", "scan_lm")
 
 
 def options(group: str) -> list[str]:
@@ -50,6 +51,13 @@ def test_data_options_instantiate(compose_cfg, option: str, tmp_path: Path, env_
         assert isinstance(datamodule, pl.LightningDataModule)
         assert datamodule.vocab_size == cfg.model.src_vocab_size == cfg.model.tgt_vocab_size
         return
+    if option in LM_DATA:
+        cfg = compose_cfg("train", [f"data={option}", "data.root=" + str(tmp_path), "model=gpt_demo"])
+        _paths(cfg, tmp_path)
+        datamodule = instantiate(cfg.data)
+        assert isinstance(datamodule, pl.LightningDataModule)
+        assert datamodule.vocab_size == cfg.model.vocab_size and datamodule.block_size == cfg.model.context_length
+        return
     cfg = compose_cfg("train", [f"data={option}", "data.root=" + str(tmp_path), "data.num_classes=10"])
     _paths(cfg, tmp_path)
     datamodule = instantiate(cfg.data)
@@ -60,6 +68,12 @@ def test_data_options_instantiate(compose_cfg, option: str, tmp_path: Path, env_
 @pytest.mark.parametrize("option", options("model"))
 def test_model_options_instantiate_and_follow_the_data_config(compose_cfg, option: str) -> None:
     # depth=1 keeps the big presets cheap; the class count and input size come from the data config.
+    if option.startswith("gpt"):
+        cfg = compose_cfg("train", ["data=scan_lm", f"model={option}", "model.depth=1"])
+        net = instantiate(cfg.model)
+        assert net.vocab_size == cfg.data.vocab_size
+        assert net(torch.randint(3, 50, (2, 7))).shape == (2, 7, cfg.data.vocab_size)
+        return
     if option.startswith("transformer"):
         cfg = compose_cfg("train", ["data=scan", f"model={option}", "model.encoder_depth=1", "model.decoder_depth=1"])
         net = instantiate(cfg.model)
@@ -147,6 +161,9 @@ def test_experiments_compose(compose_cfg, option: str) -> None:
         assert cfg.model.tgt_vocab_size == cfg.data.vocab_size
         assert cfg.trainer.use_distributed_sampler is False  # the token-budget sampler shards per rank itself
         assert cfg.callbacks.model_checkpoint.monitor in ("val/exact", "val/bleu")
+    elif cfg.module._target_ == "mmattn.lit.LanguageModelModule":
+        assert cfg.model.vocab_size == cfg.data.vocab_size and cfg.model.context_length >= cfg.data.block_size
+        assert cfg.callbacks.model_checkpoint.monitor == "val/loss"
     else:
         assert cfg.model.num_classes == cfg.data.num_classes == cfg.module.num_classes
 
@@ -190,3 +207,14 @@ def test_seq2seq_module_instantiates_with_its_decoding(compose_cfg) -> None:
     assert isinstance(module, Seq2SeqModule)
     assert module.decoding["beam_size"] == 1 and module.decoding["max_len_a"] == 5.0
     assert type(module.optimizer_factory.keywords["betas"]) is list
+
+
+def test_gpt_small_has_gpt2_smalls_shape(compose_cfg) -> None:
+    from mmattn.models import DecoderOnly
+
+    cfg = compose_cfg("train", ["experiment=gpt_small", "data.root=/text"])
+    assert (cfg.model.dim, cfg.model.depth, cfg.model.num_heads, cfg.model.context_length) == (768, 12, 12, 1024)
+    net = instantiate(cfg.model)
+    assert isinstance(net, DecoderOnly)
+    # GPT-2 small: 124,439,808 parameters with its 50,257 tokens and 1,024 learned positions (tied output).
+    assert sum(p.numel() for p in net.parameters()) == 124_439_808

@@ -1,0 +1,78 @@
+"""How a text module gets its tokenizer and carries it: from the datamodule in training, inside every checkpoint.
+
+Shared by `Seq2SeqModule` and `LanguageModelModule`. A tokenizer needs `to_dict()` (plain strings, so checkpoints load
+with `weights_only=True`) and a `from_dict` classmethod; the checkpoint also records its class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hydra.utils import get_class
+
+__all__ = ["TOKENIZER_KEY", "CarriesTokenizer", "adopt_tokenizer", "store_tokenizer", "tokenizer_from_checkpoint"]
+
+# Where the tokenizer travels inside a checkpoint: evaluation, translation and generation need nothing else.
+TOKENIZER_KEY = "mmattn_tokenizer"
+
+
+def adopt_tokenizer(current: Any, trainer: Any, module_name: str) -> Any:
+    """The tokenizer a module should use: the datamodule's, checked against the one it already holds.
+
+    Raises:
+        ValueError: The datamodule's tokenizer differs from the checkpoint's, or there is none at all.
+    """
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    tokenizer = getattr(datamodule, "tokenizer", None)
+    if tokenizer is not None:
+        if current is not None and current.to_dict() != tokenizer.to_dict():
+            # The data was encoded with the datamodule's tokenizer: ids would mean other words to this model.
+            raise ValueError(
+                "the datamodule's tokenizer differs from the one stored with this model (checkpoint); point "
+                "data.tokenizer_dir at the training run's tokenizer/ folder"
+            )
+        return tokenizer
+    if current is None:
+        raise ValueError(
+            f"{module_name} has no tokenizer: the datamodule provides none and the checkpoint carried none; "
+            "train with a text datamodule or load a checkpoint written by mmattn-train"
+        )
+    return current
+
+
+def store_tokenizer(checkpoint: dict[str, Any], tokenizer: Any) -> None:
+    """Put `tokenizer` (its class and `to_dict()`) into a checkpoint dict."""
+    if tokenizer is not None:
+        cls = type(tokenizer)
+        checkpoint[TOKENIZER_KEY] = {"class": f"{cls.__module__}.{cls.__qualname__}", **tokenizer.to_dict()}
+
+
+def tokenizer_from_checkpoint(checkpoint: Mapping[str, Any]) -> Any:
+    """The tokenizer stored in `checkpoint` by `store_tokenizer`.
+
+    Raises:
+        ValueError: The checkpoint carries no tokenizer.
+    """
+    stored = checkpoint.get(TOKENIZER_KEY)
+    if stored is None:
+        raise ValueError(
+            "this checkpoint carries no tokenizer (it was not written by a text module run of mmattn-train); "
+            "use a checkpoint from mmattn-train"
+        )
+    stored = dict(stored)
+    return get_class(stored.pop("class")).from_dict(stored)
+
+
+class CarriesTokenizer:
+    """LightningModule mixin: every checkpoint carries `self.tokenizer`, and loading one restores it."""
+
+    tokenizer: Any
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the tokenizer (plain strings, so the checkpoint loads with weights_only=True)."""
+        store_tokenizer(checkpoint, self.tokenizer)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Rebuild the tokenizer stored by `on_save_checkpoint`."""
+        self.tokenizer = tokenizer_from_checkpoint(checkpoint)

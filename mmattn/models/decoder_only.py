@@ -1,0 +1,152 @@
+"""DecoderOnly: a GPT-style language model from the shared decoder layers, without cross-attention.
+
+Why the decoder stack and not a causal `Encoder`: `Decoder` already owns the incremental-decoding state
+(`DecoderCache` of `KVCache`s, rotary/ALiBi offsets for the cached positions), so sampling reuses exactly the cache
+that translation's greedy and beam search use; an `Encoder` run with `causal=True` would compute the same function in
+training but would need that cache plumbing a second time. `DecoderLayer(cross_attention=False)` is self-attention +
+feed-forward, the GPT block.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mmattn.nn import Decoder, DecoderCache
+
+from .encoder_decoder import _ACTIVATIONS, TokenEmbedding
+
+__all__ = ["DecoderOnly"]
+
+
+class DecoderOnly(nn.Module):
+    """Token ids [B, T] -> next-token logits [B, T, V] through causal self-attention layers.
+
+    Args:
+        vocab_size: Vocabulary (embedding rows and output classes).
+        dim: Model width.
+        depth: Decoder layers.
+        num_heads: Attention heads.
+        context_length: Longest sequence the model attends over (the learned position table's rows; prompts are
+            cut to it when sampling).
+        mlp_ratio: Feed-forward width over `dim` (GPT-2: 4).
+        activation: Feed-forward activation, "gelu" (GPT-2), "relu" or "silu".
+        ffn: "gelu" (a two-layer MLP with `activation`) or "swiglu".
+        dropout: Dropout on embeddings and residual branches.
+        attn_dropout: Dropout on attention weights.
+        positions: "learned" (GPT-2), "sinusoidal" or "rotary" (queries and keys rotated in every layer).
+        tie_embeddings: Share the token embedding with the output projection (GPT-2 does).
+        scale_embeddings: Multiply token embeddings by sqrt(dim) (the Transformer paper; GPT-2 does not).
+        norm_first: Pre-norm (GPT-2) or post-norm layers.
+        norm_eps: LayerNorm epsilon.
+        qk_norm: LayerNorm on queries and keys per head.
+        pad_id: Padding id (its embedding row stays zero).
+
+    Raises:
+        ValueError: `num_heads` not dividing `dim`, a non-positive `context_length`, or an unknown option.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        context_length: int = 1024,
+        mlp_ratio: float = 4.0,
+        activation: str = "gelu",
+        ffn: Literal["gelu", "swiglu"] = "gelu",
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        positions: Literal["learned", "sinusoidal", "rotary"] = "learned",
+        tie_embeddings: bool = True,
+        scale_embeddings: bool = False,
+        norm_first: bool = True,
+        norm_eps: float = 1e-5,
+        qk_norm: bool = False,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
+        if context_length < 1:
+            raise ValueError(f"context_length must be >= 1, got {context_length}")
+        if positions not in ("learned", "sinusoidal", "rotary"):
+            raise ValueError(f"positions must be 'learned', 'sinusoidal' or 'rotary', got {positions!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        self.vocab_size = vocab_size
+        self.tgt_vocab_size = vocab_size  # the name Seq2SeqModule-style checks look for
+        self.context_length = context_length
+        self.dim = dim
+        self.pad_id = pad_id
+        self.embed = TokenEmbedding(
+            vocab_size,
+            dim,
+            pad_id=pad_id,
+            positions="none" if positions == "rotary" else positions,
+            max_positions=context_length,
+            scale=scale_embeddings,
+            dropout=dropout,
+        )
+        self.decoder = Decoder(
+            dim,
+            depth,
+            num_heads,
+            cross_attention=False,
+            mlp_ratio=mlp_ratio,
+            ffn=ffn,
+            dropout=dropout,
+            attn_dropout=attn_dropout,
+            act_layer=_ACTIVATIONS[activation],
+            qk_norm=qk_norm,
+            norm_first=norm_first,
+            norm_eps=norm_eps,
+            relative_position="rotary" if positions == "rotary" else None,
+        )
+        self.output = nn.Linear(dim, vocab_size, bias=False)
+        self._init_weights(depth)
+        if tie_embeddings:
+            self.output.weight = self.embed.embed.weight
+
+    def _init_weights(self, depth: int) -> None:
+        # GPT-2's scheme: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2 * depth) so the
+        # residual stream's variance does not grow with depth.
+        for name, m in self.decoder.named_modules():
+            if isinstance(m, nn.Linear):
+                std = 0.02 / (2 * depth) ** 0.5 if name.endswith(("out_proj", "fc2")) else 0.02
+                nn.init.normal_(m.weight, std=std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.normal_(self.output.weight, std=0.02)
+        nn.init.normal_(self.embed.embed.weight, std=0.02)
+        with torch.no_grad():
+            self.embed.embed.weight[self.pad_id].zero_()
+
+    def forward(self, ids: Tensor, *, cache: DecoderCache | None = None) -> Tensor:
+        """Logits [B, T, V] for ids [B, T] (all positions, or the new ones after those in `cache`).
+
+        Raises:
+            ValueError: More positions than `context_length`.
+        """
+        offset = 0 if cache is None else cache.length
+        if offset + ids.shape[1] > self.context_length:
+            raise ValueError(
+                f"{offset + ids.shape[1]} positions exceed the model's context_length {self.context_length}; "
+                "cut the input from the left (sampling does this with a warning)"
+            )
+        h = self.decoder(self.embed(ids, offset=offset), cache=cache)
+        return self.output(h)
+
+    def init_cache(
+        self, batch_size: int, max_len: int, *, dtype: torch.dtype = torch.float32, device: torch.device | None = None
+    ) -> DecoderCache:
+        """Empty self-attention caches for `batch_size` sequences of up to `max_len` positions."""
+        return self.decoder.init_cache(batch_size, max_len, dtype=dtype, device=device)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that AdamW should not decay (the embedding tables)."""
+        return {"embed.embed.weight", "output.weight", "embed.positions.*"}

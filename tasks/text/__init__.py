@@ -1,0 +1,18 @@
+"""Text modality: the BPE and byte tokenizers shared by every text task, plain-text language-model data, and the
+SCAN grammar (the translation and language-model demos)."""
+
+from .datamodule import PackedBlocks, SCANCommandsDataModule, TextFolderDataModule, is_scan_command, make_scan_commands
+from .scan import interpret, make_scan, scan_pairs
+from .tokenizer import TextTokenizer
+
+__all__ = [
+    "PackedBlocks",
+    "SCANCommandsDataModule",
+    "TextFolderDataModule",
+    "TextTokenizer",
+    "interpret",
+    "is_scan_command",
+    "make_scan",
+    "make_scan_commands",
+    "scan_pairs",
+]
