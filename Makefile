@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml setup.py | $(PY)
 install: $(STAMP)
 
 demo: install
+	@bash scripts/ensure_espeak.sh
 	$(VENV)/bin/mmattn-train
 
 test: install

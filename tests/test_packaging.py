@@ -51,3 +51,4 @@ def test_wheel_contains_packages_and_configs(tmp_path):
     assert "mmattn-train = mmattn.cli.train:main" in text and "mmattn-eval = mmattn.cli.eval:main" in text
     assert "mmattn-translate = mmattn.cli.translate:main" in text
     assert "mmattn-generate = mmattn.cli.generate:main" in text
+    assert "mmattn-transcribe = mmattn.cli.transcribe:main" in text

@@ -36,6 +36,32 @@ def load_run_config(ckpt_path: str | Path) -> dict[str, Any]:
     return config
 
 
+def load_module(ckpt: str, device: str, *, needs: str, refusal: str) -> Any:
+    """The LightningModule of a checkpoint from mmattn-train, rebuilt from its stored config, for inference.
+
+    Args:
+        ckpt: `ckpt_path` as the user gave it (a file, or what `resolve_ckpt_path` accepts).
+        device: Where to map the weights.
+        needs: An attribute the module class must have for this command (e.g. "translate").
+        refusal: What the error says otherwise, after "holds a <class>, which", e.g. "does not translate; use ...".
+
+    Raises:
+        ValueError: The checkpoint's module lacks `needs`, or the checkpoint was not written by mmattn-train.
+    """
+    from hydra.utils import get_class, instantiate
+
+    from mmattn.cli.utils import resolve_ckpt_path
+
+    ckpt_path = resolve_ckpt_path(ckpt, trainer=None)
+    stored = load_run_config(ckpt_path)
+    module_cls = get_class(stored["module"]["_target_"])
+    if not hasattr(module_cls, needs):
+        raise ValueError(f"{ckpt_path} holds a {module_cls.__name__}, which {refusal}")
+    return module_cls.load_from_checkpoint(
+        ckpt_path, map_location=device, weights_only=True, net=instantiate(stored["model"])
+    )
+
+
 def data_config(cfg: DictConfig, stored: dict[str, Any]) -> DictConfig:
     """The data config to test on: a chosen `data=...` option as is, else the stored one with `+data.*` edits."""
     chosen = cfg.get("data")

@@ -22,22 +22,11 @@ def generate(cfg: DictConfig) -> list[str]:
     Raises:
         ValueError: The checkpoint does not hold a language model.
     """
-    from hydra.utils import get_class, instantiate
+    from mmattn.cli.eval import load_module
 
-    from mmattn.cli.eval import load_run_config
-    from mmattn.cli.utils import resolve_ckpt_path
-
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, trainer=None)
-    stored = load_run_config(ckpt_path)
-    module_cls = get_class(stored["module"]["_target_"])
-    if not callable(getattr(module_cls, "generate", None)) or not hasattr(module_cls, "sampling_keys"):
-        raise ValueError(
-            f"{ckpt_path} holds a {module_cls.__name__}, which does not sample text; use a language-model run "
-            "(e.g. experiment=lm_demo)"
-        )
-    module = module_cls.load_from_checkpoint(
-        ckpt_path, map_location=cfg.device, weights_only=True, net=instantiate(stored["model"])
-    )
+    # `sampling_keys` marks a language model (Seq2SeqModule has a `generate` too, of another kind).
+    refusal = "does not sample text; use a language-model run (e.g. experiment=lm_demo)"
+    module = load_module(cfg.ckpt_path, cfg.device, needs="sampling_keys", refusal=refusal)
     overrides = {key: cfg.get(key) for key in SAMPLING_OVERRIDES if cfg.get(key) is not None}
     samples = module.to(cfg.device).generate(
         [str(cfg.prompt)],

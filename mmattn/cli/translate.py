@@ -20,19 +20,9 @@ def translate(cfg: DictConfig) -> list[str]:
     Returns:
         The translations, in input order.
     """
-    from hydra.utils import get_class, instantiate
+    from mmattn.cli.eval import load_module
 
-    from mmattn.cli.eval import load_run_config
-    from mmattn.cli.utils import resolve_ckpt_path
-
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, trainer=None)
-    stored = load_run_config(ckpt_path)
-    module_cls = get_class(stored["module"]["_target_"])
-    if not hasattr(module_cls, "translate"):
-        raise ValueError(f"{ckpt_path} holds a {module_cls.__name__}, which does not translate; use a seq2seq run")
-    module = module_cls.load_from_checkpoint(
-        ckpt_path, map_location=cfg.device, weights_only=True, net=instantiate(stored["model"])
-    )
+    module = load_module(cfg.ckpt_path, cfg.device, needs="translate", refusal="does not translate; use a seq2seq run")
     for key in DECODING_OVERRIDES:
         if cfg.get(key) is not None:
             module.decoding[key] = cfg[key]

@@ -4,4 +4,8 @@ from mmattn.data.demo import GeneratedData as GeneratedData
 from mmattn.data.demo import ensure_dataset as ensure_dataset
 from mmattn.data.splits import stratified_split as stratified_split
 from mmattn.data.classification import ClassificationDataModule as ClassificationDataModule
+from mmattn.data.sampler import FixedOrderTokenBudgetBatchSampler as FixedOrderTokenBudgetBatchSampler
 from mmattn.data.sampler import TokenBudgetBatchSampler as TokenBudgetBatchSampler
+from mmattn.data.sampler import TokenBudgetLoaders as TokenBudgetLoaders
+from mmattn.data.sampler import token_budget_loader as token_budget_loader
+from mmattn.data.sampler import token_budget_shard as token_budget_shard

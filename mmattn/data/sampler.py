@@ -22,12 +22,19 @@ Using it with Lightning (checked against lightning 2.6):
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["TokenBudgetBatchSampler"]
+__all__ = [
+    "FixedOrderTokenBudgetBatchSampler",
+    "TokenBudgetBatchSampler",
+    "TokenBudgetLoaders",
+    "token_budget_loader",
+    "token_budget_shard",
+]
 
 
 class TokenBudgetBatchSampler(Sampler[list[int]]):
@@ -179,3 +186,114 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             groups = groups[rng.permutation(num_groups)]
         for batch_id in groups[:, self.rank]:
             yield batches[batch_id].tolist()
+
+
+class FixedOrderTokenBudgetBatchSampler(TokenBudgetBatchSampler):
+    """Token-budget batches in one seeded random order, kept every epoch (for validation).
+
+    Validation that decodes only its first few batches would, in length order, see only the shortest examples, and in
+    a per-epoch order a different subset each time. A fixed random order makes them a fair sample, the same every epoch.
+    """
+
+    def set_epoch(self, epoch: int) -> None:
+        """Ignored: the order never changes."""
+
+
+def token_budget_shard(trainer: Any) -> tuple[int, int]:
+    """`(num_replicas, rank)` for a token-budget sampler under `trainer` (`(1, 0)` without one).
+
+    Raises:
+        ValueError: Several processes with `use_distributed_sampler` on (Lightning would try to put a
+            `DistributedSampler` under the batch sampler and fail with a bare TypeError).
+    """
+    if trainer is None:
+        return 1, 0
+    connector = getattr(trainer, "_accelerator_connector", None)
+    if trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
+        raise ValueError(
+            "token-budget batches shard themselves across ranks: set trainer.use_distributed_sampler=false "
+            f"(running {trainer.world_size} processes)"
+        )
+    return trainer.world_size, trainer.global_rank
+
+
+def token_budget_loader(
+    dataset: Dataset,
+    lengths: Sequence[int],
+    max_tokens: int,
+    *,
+    train: bool,
+    trainer: Any = None,
+    seed: int = 0,
+    max_sentences: int | None = None,
+    collate_fn: Any = None,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader of token-budget batches, sharded for `trainer`'s ranks: reshuffled every epoch in training, in
+    one fixed random order for evaluation, whose budget stretches to its longest example (evaluation keeps all)."""
+    num_replicas, rank = token_budget_shard(trainer)
+    sampler = (TokenBudgetBatchSampler if train else FixedOrderTokenBudgetBatchSampler)(
+        lengths,
+        max_tokens if train else max(max_tokens, max(lengths)),
+        shuffle=True,
+        seed=seed,
+        num_replicas=num_replicas,
+        rank=rank,
+        max_sentences=max_sentences,
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        collate_fn=collate_fn,
+        persistent_workers=num_workers > 0,
+    )
+
+
+class TokenBudgetLoaders:
+    """LightningDataModule mixin: train/val/test loaders of token-budget batches over `self.datasets[split]`.
+
+    The datamodule provides `datasets` (split -> dataset with a `lengths()` method), `seed`, `num_workers`,
+    `pin_memory`, and `loader_options()` -> (max_tokens, max_sentences, collate_fn).
+    """
+
+    datasets: dict[str, Any]
+    seed: int
+    num_workers: int
+    pin_memory: bool
+
+    def loader_options(self) -> tuple[int, int | None, Any]:
+        """(budget per batch, cap on examples per batch or None, collate function)."""
+        raise NotImplementedError
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if not self.datasets:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
+        dataset = self.datasets[split]
+        max_tokens, max_sentences, collate_fn = self.loader_options()
+        return token_budget_loader(
+            dataset,
+            dataset.lengths(),
+            max_tokens,
+            train=train,
+            trainer=getattr(self, "trainer", None),
+            seed=self.seed,
+            max_sentences=max_sentences,
+            collate_fn=collate_fn,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Budget-filling batches of length-bucketed examples in a new random order every epoch."""
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in a fixed random order (a decoded subset is the same fair sample every epoch)."""
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches."""
+        return self._loader("test", train=False)

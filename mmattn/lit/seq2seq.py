@@ -1,9 +1,11 @@
-"""Seq2SeqModule: any source adapter feeding a text decoder, trained with label-smoothed cross-entropy, evaluated by
-decoding (greedy or beam search) with BLEU, chrF and exact match."""
+"""Seq2SeqModule: any source adapter feeding a text decoder, trained with label-smoothed cross-entropy (optionally
+joint with CTC on the encoder), evaluated by decoding (greedy, beam search or CTC greedy) with BLEU, chrF, exact match,
+word and character error rate."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,16 +14,21 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.text import CHRFScore, SacreBLEUScore
+from torchmetrics.text import CharErrorRate, CHRFScore, SacreBLEUScore, WordErrorRate
 
 from mmattn.lit.optim import configure_optimization
 from mmattn.lit.tokenizer_state import TOKENIZER_KEY, CarriesTokenizer, adopt_tokenizer, tokenizer_from_checkpoint
-from mmattn.models.decoding import beam_search, greedy_decode
+from mmattn.models.decoding import beam_search, ctc_greedy_decode, greedy_decode
 
 __all__ = ["Seq2SeqModule", "TOKENIZER_KEY", "tokenizer_from_checkpoint"]
 
-DECODING_KEYS = ("beam_size", "length_penalty", "max_len_a", "max_len_b", "hard_max")
-METRICS = ("bleu", "chrf", "exact")
+DECODING_KEYS = ("method", "beam_size", "length_penalty", "max_len_a", "max_len_b", "hard_max")
+DECODING_METHODS = ("attention", "ctc")
+METRICS = ("bleu", "chrf", "exact", "wer", "cer")
+# Metrics that take one reference per hypothesis (the others take a list of references each).
+_SINGLE_REFERENCE = ("exact", "wer", "cer")
+# BLEU and chrF on sacrebleu's 0-100 scale; the rest are fractions.
+_PERCENT = ("bleu", "chrf")
 
 
 class _ExactMatch(MeanMetric):
@@ -34,8 +41,9 @@ class _ExactMatch(MeanMetric):
 class Seq2SeqModule(CarriesTokenizer, LightningModule):
     """Sequence-to-sequence training and evaluation for a net with `encode(src)` and `decode(...)` (`EncoderDecoder`).
 
-    Batches are dicts: `src` (source batch, e.g. ids [B, S]), `tgt` (target ids [B, T], EOS-terminated, padded),
-    and for evaluation `ref` (the reference texts). The decoder input is BOS + `tgt[:, :-1]` (teacher forcing).
+    Batches are dicts: `src` (source batch: ids [B, S], or whatever the net's source adapter takes, e.g. waveforms
+    and their lengths), `tgt` (target ids [B, T], EOS-terminated, padded), and for evaluation `ref` (the reference
+    texts). The decoder input is BOS + `tgt[:, :-1]` (teacher forcing).
     The tokenizer comes from the datamodule (`datamodule.tokenizer`) or the checkpoint; it needs `pad_id`, `bos_id`,
     `eos_id`, `decode_tgt_batch(ids)`, `encode_src_batch(texts)`, `to_dict()` and a `from_dict` classmethod.
 
@@ -45,11 +53,15 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
         scheduler: `mmattn.lit.optim.build_scheduler` options (e.g. name=inverse_sqrt, warmup_steps=4000).
         weight_decay: Decay of the weight matrices (embeddings, biases and norms get none).
         label_smoothing: Label smoothing of the cross-entropy (0.1 in the paper); padding is ignored.
-        decoding: beam_size (1 = greedy), length_penalty, max_len_a, max_len_b (budget = a * source length + b),
-            hard_max.
+        ctc_weight: Weight w of the joint loss `(1 - w) * attention + w * CTC` (Kim et al., 2017; 0.3 is usual for
+            speech); > 0 needs a net with a CTC head (`EncoderDecoder(ctc=True)`). CTC's blank is the pad id.
+        decoding: method ("attention": greedy or beam search in the decoder; "ctc": CTC greedy decoding of the
+            encoder, the fast path), beam_size (1 = greedy), length_penalty, max_len_a, max_len_b (budget = a *
+            encoder length + b), hard_max.
         val_decode_batches: Validation batches decoded for BLEU/exact match each epoch (a fixed subset, since the
             val loader is not shuffled); None decodes all. Loss is computed on every batch; test decodes everything.
-        metrics: Any of "bleu" (SacreBLEU, 13a tokenisation, 0-100), "chrf" (0-100), "exact" (0-1).
+        metrics: Any of "bleu" (SacreBLEU, 13a tokenisation, 0-100), "chrf" (0-100), "exact" (0-1), "wer" (word
+            error rate, 0-1 and above), "cer" (character error rate).
         compile: torch.compile the net at setup.
         tokenizer: A tokenizer, when not taken from the datamodule.
 
@@ -65,6 +77,7 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         weight_decay: float = 0.0,
         label_smoothing: float = 0.1,
+        ctc_weight: float = 0.0,
         decoding: Mapping[str, Any] | None = None,
         val_decode_batches: int | None = 4,
         metrics: Sequence[str] = ("bleu", "exact"),
@@ -76,6 +89,20 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
         unknown = sorted(set(decoding) - set(DECODING_KEYS))
         if unknown:
             raise ValueError(f"unknown module.decoding keys {unknown}; allowed keys are {list(DECODING_KEYS)}")
+        if decoding.get("method", "attention") not in DECODING_METHODS:
+            raise ValueError(
+                f"module.decoding.method must be one of {list(DECODING_METHODS)}, got {decoding['method']!r}"
+            )
+        if not 0.0 <= ctc_weight <= 1.0:
+            raise ValueError(f"module.ctc_weight must be in [0, 1], got {ctc_weight}")
+        has_ctc = getattr(net, "ctc_head", None) is not None
+        if (ctc_weight > 0 or decoding.get("method") == "ctc") and not has_ctc:
+            raise ValueError(
+                f"module.ctc_weight={ctc_weight} / module.decoding.method={decoding.get('method', 'attention')!r} "
+                "need a CTC head on the encoder: set model.ctc=true"
+            )
+        if ctc_weight == 1.0 and decoding.get("method", "attention") == "attention":
+            raise ValueError("module.ctc_weight=1 trains no decoder: decode with module.decoding.method=ctc")
         if int(decoding.get("beam_size", 1)) < 1:
             raise ValueError(f"module.decoding.beam_size must be >= 1, got {decoding['beam_size']}")
         bad = sorted(set(metrics) - set(METRICS))
@@ -90,7 +117,9 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
         self.scheduler_options = dict(scheduler) if scheduler else None
         self.weight_decay = float(weight_decay)
         self.label_smoothing = float(label_smoothing)
-        self.decoding = {"beam_size": 4, "length_penalty": 1.0, "max_len_a": 1.5, "max_len_b": 10, **decoding}
+        self.ctc_weight = float(ctc_weight)
+        defaults = {"method": "attention", "beam_size": 4, "length_penalty": 1.0, "max_len_a": 1.5, "max_len_b": 10}
+        self.decoding = {**defaults, **decoding}
         self.val_decode_batches = val_decode_batches
         self.compile_net = bool(compile)
         self.tokenizer = tokenizer
@@ -99,6 +128,7 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
                 "scheduler": self.scheduler_options,
                 "weight_decay": self.weight_decay,
                 "label_smoothing": self.label_smoothing,
+                "ctc_weight": self.ctc_weight,
                 "decoding": self.decoding,
                 "val_decode_batches": val_decode_batches,
                 "metrics": list(metrics),
@@ -114,6 +144,8 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
             # chrF (character n-grams only), sacrebleu's default; n_word_order=2 would be chrF++.
             "chrf": lambda: CHRFScore(n_word_order=0),
             "exact": lambda: _ExactMatch(),
+            "wer": lambda: WordErrorRate(),
+            "cer": lambda: CharErrorRate(),
         }
         return MetricCollection({name: make[name]() for name in names}, prefix=prefix)
 
@@ -125,7 +157,9 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
         for side in ("src", "tgt"):
             have = getattr(self.tokenizer, f"{side}_vocab_size", None)
             room = getattr(self.net, f"{side}_vocab_size", None)
-            if have is not None and room is not None and getattr(self.net, "source", None) is None and have > room:
+            # A source adapter (audio, images) replaces the source vocabulary; the target side is always checked.
+            adapter = side == "src" and getattr(self.net, "source", None) is not None
+            if have is not None and room is not None and not adapter and have > room:
                 raise ValueError(
                     f"the {side} tokenizer has {have} tokens but the model's {side}_vocab_size is {room}; "
                     f"raise model.{side}_vocab_size (it follows data.vocab_size) to at least {have}"
@@ -136,46 +170,74 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
 
     # ------------------------------------------------------------------------------------------- train / eval
 
-    def _loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, int]:
+    def _loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, int, dict[str, Tensor]]:
+        """The training loss, the target token count and its parts (attention and CTC) when joint."""
         src, tgt = batch["src"], batch["tgt"]
         pad, bos = self.tokenizer.pad_id, self.tokenizer.bos_id
         # Positions after EOS hold padding in both tgt_in and tgt; the loss ignores them.
         tgt_in = torch.cat([torch.full_like(tgt[:, :1], bos), tgt[:, :-1]], dim=1)
-        logits = self.net(src, tgt_in)
-        loss = F.cross_entropy(
+        tokens = int((tgt != pad).sum())
+        if not self.ctc_weight:
+            return self._attention_loss(self.net(src, tgt_in), tgt), tokens, {}
+        memory, mask = self.net.encode(src)
+        att = self._attention_loss(self.net.decode(tgt_in, memory, mask), tgt) if self.ctc_weight < 1 else None
+        ctc = self._ctc_loss(memory, mask, tgt)
+        loss = ctc if att is None else (1 - self.ctc_weight) * att + self.ctc_weight * ctc
+        return loss, tokens, {"ctc_loss": ctc} | ({} if att is None else {"att_loss": att})
+
+    def _attention_loss(self, logits: Tensor, tgt: Tensor) -> Tensor:
+        return F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(),
             tgt.reshape(-1),
-            ignore_index=pad,
+            ignore_index=self.tokenizer.pad_id,
             label_smoothing=self.label_smoothing,
         )
-        return loss, int((tgt != pad).sum())
+
+    def _ctc_loss(self, memory: Tensor, mask: Tensor | None, tgt: Tensor) -> Tensor:
+        """CTC per target token; the targets are `tgt` without EOS, the blank is the pad id."""
+        pad = self.tokenizer.pad_id
+        log_probs = torch.log_softmax(self.net.ctc_logits(memory).float(), dim=-1).transpose(0, 1)  # [S, B, V]
+        frames = torch.full((memory.shape[0],), memory.shape[1], dtype=torch.long, device=memory.device)
+        if mask is not None:
+            frames = (~mask).sum(dim=1)
+        labels = (tgt != pad).sum(dim=1) - 1  # EOS is the last real token of every row
+        # zero_infinity: an utterance with fewer frames than CTC needs for its labels adds nothing, not inf.
+        loss = F.ctc_loss(log_probs, tgt, frames, labels, blank=pad, reduction="sum", zero_infinity=True)
+        return loss / labels.sum().clamp_min(1)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         """Label-smoothed cross-entropy per target token (padding ignored)."""
-        loss, tokens = self._loss(batch)
+        loss, tokens, parts = self._loss(batch)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=tokens)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=tokens)
         return loss
 
     @torch.no_grad()
     def generate(self, src: Tensor) -> Tensor:
-        """Output ids [B, T] for a source batch with the configured decoding (beam_size 1 = greedy)."""
+        """Output ids [B, T] for a source batch with the configured decoding (CTC, or beam_size 1 = greedy)."""
         options = dict(self.decoding)
+        pad, eos = self.tokenizer.pad_id, self.tokenizer.eos_id
+        if options.pop("method", "attention") == "ctc":
+            return ctc_greedy_decode(self.net, src, blank_id=pad, eos_id=eos, pad_id=pad)
         beam_size = int(options.pop("beam_size"))
         length_penalty = float(options.pop("length_penalty"))
-        ids = dict(bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id)
+        ids = dict(bos_id=self.tokenizer.bos_id, eos_id=eos, pad_id=pad)
         if beam_size == 1:
             return greedy_decode(self.net, src, **ids, **options)
         return beam_search(self.net, src, beam_size=beam_size, length_penalty=length_penalty, **ids, **options)
 
     def _eval_step(self, batch: Mapping[str, Any], stage: str, decode: bool) -> Tensor:
-        loss, tokens = self._loss(batch)
+        loss, tokens, parts = self._loss(batch)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=tokens)
+        for name, value in parts.items():
+            self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, sync_dist=True, batch_size=tokens)
         if decode:
             metrics = self.val_metrics if stage == "val" else self.test_metrics
             hyps = self.tokenizer.decode_tgt_batch(self.generate(batch["src"]).tolist())
             refs = list(batch["ref"])
             for name, metric in metrics.items(keep_base=True):
-                if name.endswith("exact"):
+                if name.split("/")[-1] in _SINGLE_REFERENCE:
                     metric.update(hyps, refs)
                 else:
                     metric.update(hyps, [[r] for r in refs])
@@ -195,7 +257,7 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
             return
         values = metrics.compute()
         for name, value in values.items():
-            scale = 1.0 if name.endswith("exact") else 100.0  # BLEU and chrF on sacrebleu's 0-100 scale
+            scale = 100.0 if name.split("/")[-1] in _PERCENT else 1.0
             self.log(name, value * scale, prog_bar=name.startswith("val/"), sync_dist=False)
         metrics.reset()
 
@@ -226,5 +288,33 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
             encoded = self.tokenizer.encode_src_batch(list(lines[start : start + batch_size]))
             src = pad_sequence([torch.tensor(ids) for ids in encoded], batch_first=True, padding_value=pad)
             out += self.tokenizer.decode_tgt_batch(self.generate(src.to(self.device)).tolist())
+        self.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def transcribe(self, paths: Sequence[str | Path], *, batch_size: int = 16) -> list[str]:
+        """Decode files (e.g. audio) through the net's source adapter; one output text per file, in order.
+
+        The adapter reads a file with `read_file(path)` and batches what it read with `collate(items)`, so the module
+        needs nothing modality-specific (`tasks.speech.SpeechFrontEnd` reads audio at its sample rate).
+
+        Raises:
+            ValueError: The net has no source adapter that reads files, or there is no tokenizer.
+        """
+        source = getattr(self.net, "source", None)
+        if not (callable(getattr(source, "read_file", None)) and callable(getattr(source, "collate", None))):
+            raise ValueError(
+                "this model's source is not read from files (it has no source adapter with read_file/collate); "
+                "use mmattn-translate for text models"
+            )
+        if self.tokenizer is None:
+            raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
+        was_training = self.training
+        self.eval()
+        out: list[str] = []
+        for start in range(0, len(paths), batch_size):
+            src = source.collate([source.read_file(p) for p in paths[start : start + batch_size]])
+            src = {k: v.to(self.device) for k, v in src.items()}
+            out += self.tokenizer.decode_tgt_batch(self.generate(src).tolist())
         self.train(was_training)
         return out

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-__all__ = ["beam_search", "greedy_decode", "max_lengths"]
+__all__ = ["beam_search", "ctc_greedy_decode", "greedy_decode", "max_lengths"]
 
 
 def max_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int, hard_max: int | None = None) -> Tensor:
@@ -21,9 +21,11 @@ def max_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int, hard_max:
     return limits if hard_max is None else limits.clamp_max(hard_max)
 
 
-def _source_lengths(src: Tensor, mask: Tensor | None) -> Tensor:
+def _source_lengths(memory: Tensor, mask: Tensor | None) -> Tensor:
+    # Counted on the encoder output, not the source batch: a speech front end subsamples its frames, and its
+    # source is a dict of waveforms and lengths anyway.
     if mask is None:
-        return torch.full((src.shape[0],), src.shape[1], device=src.device)
+        return torch.full((memory.shape[0],), memory.shape[1], device=memory.device)
     return (~mask).sum(dim=1)
 
 
@@ -56,7 +58,7 @@ def greedy_decode(
     """
     memory, mask = model.encode(src)
     b = memory.shape[0]
-    limits = max_lengths(_source_lengths(src, mask), max_len_a, max_len_b, hard_max)
+    limits = max_lengths(_source_lengths(memory, mask), max_len_a, max_len_b, hard_max)
     steps = int(limits.max())
     cache = model.init_cache(b, steps, memory) if use_cache else None
     tokens = torch.full((b, 1), bos_id, dtype=torch.long, device=memory.device)
@@ -115,7 +117,7 @@ def beam_search(
     k = beam_size
     memory, mask = model.encode(src)
     b, device = memory.shape[0], memory.device
-    limits = max_lengths(_source_lengths(src, mask), max_len_a, max_len_b, hard_max)
+    limits = max_lengths(_source_lengths(memory, mask), max_len_a, max_len_b, hard_max)
     steps = int(limits.max())
     # Every sentence's encoder output repeated for its K beams: [B*K, S, D].
     memory = memory.repeat_interleave(k, dim=0)
@@ -161,3 +163,31 @@ def beam_search(
     best = [max(f, key=lambda h: h[0])[1] if f else [eos_id] for f in finished]
     # Every hypothesis ends with EOS, so no row is empty.
     return pad_sequence([torch.tensor(h, device=device) for h in best], batch_first=True, padding_value=pad_id)
+
+
+@torch.no_grad()
+def ctc_greedy_decode(model, src: Tensor, *, blank_id: int, eos_id: int, pad_id: int = 0) -> Tensor:
+    """CTC best path of the encoder's CTC head: most likely label per frame, repeats merged, blanks dropped.
+
+    One encoder pass and no decoder steps, so this is the fast path of a joint CTC/attention model. Returns ids
+    [B, T] in the layout of `greedy_decode` (each row closed with EOS, then pad).
+
+    Args:
+        model: An `EncoderDecoder` built with `ctc=True` (anything with `encode` and `ctc_logits`).
+        src: Source batch.
+        blank_id: The CTC blank label (the pad id in `Seq2SeqModule`).
+        eos_id: End token appended to every row.
+        pad_id: Filler after EOS.
+    """
+    memory, mask = model.encode(src)
+    logits = model.ctc_logits(memory)
+    # EOS is never a CTC training label (the targets are the transcript alone), so it is never emitted either.
+    logits[..., eos_id] = float("-inf")
+    best = logits.argmax(dim=-1)  # [B, S]
+    # A frame emits when it is no blank and differs from the frame before it (CTC's collapse rule).
+    emit = best != blank_id
+    emit[:, 1:] &= best[:, 1:] != best[:, :-1]
+    if mask is not None:
+        emit &= ~mask
+    rows = [torch.cat([b[e], b.new_tensor([eos_id])]) for b, e in zip(best, emit)]
+    return pad_sequence(rows, batch_first=True, padding_value=pad_id)

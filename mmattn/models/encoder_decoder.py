@@ -91,6 +91,8 @@ class EncoderDecoder(nn.Module):
         norm_eps: LayerNorm epsilon.
         pad_id: Padding id of both vocabularies.
         source: Optional source adapter replacing the source token embedding.
+        ctc: Add a CTC head on the encoder output (`ctc_logits`) for joint CTC/attention training and CTC greedy
+            decoding; `Seq2SeqModule` uses the pad id, which no target contains, as CTC's blank.
 
     Raises:
         ValueError: `num_heads` not dividing `dim`, `share_embeddings="all"` with two vocabulary sizes, or an unknown
@@ -118,6 +120,7 @@ class EncoderDecoder(nn.Module):
         norm_eps: float = 1e-5,
         pad_id: int = 0,
         source: nn.Module | None = None,
+        ctc: bool = False,
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -163,6 +166,8 @@ class EncoderDecoder(nn.Module):
             self.output.weight = self.tgt_embed.embed.weight
         else:
             nn.init.normal_(self.output.weight, std=dim**-0.5)
+        # Its own projection, not the tied output layer: CTC's blank and per-frame labels are a different task.
+        self.ctc_head = nn.Linear(dim, tgt_vocab_size) if ctc else None
         for stack in (self.encoder, self.decoder):
             for m in stack.modules():
                 if isinstance(m, nn.Linear):
@@ -204,6 +209,16 @@ class EncoderDecoder(nn.Module):
         """Teacher-forced logits [B, T, V] for source ids [B, S] and target inputs [B, T] (bos + target[:-1])."""
         memory, mask = self.encode(src)
         return self.decode(tgt_in, memory, mask)
+
+    def ctc_logits(self, memory: Tensor) -> Tensor:
+        """Per-frame CTC logits [B, S, V] of an encoder output [B, S, D].
+
+        Raises:
+            ValueError: The model was built without `ctc=True`.
+        """
+        if self.ctc_head is None:
+            raise ValueError("this EncoderDecoder has no CTC head; build it with ctc=true (model.ctc=true)")
+        return self.ctc_head(memory)
 
     def init_cache(self, batch_size: int, max_len: int, memory: Tensor) -> DecoderCache:
         """Empty decoder caches for `batch_size` rows, `max_len` target tokens and this encoder output."""

@@ -188,6 +188,59 @@ def render_clip(
     return clip / peak if peak > 1 else clip
 
 
+def dial(
+    keys: Sequence[str],
+    rng: np.random.Generator,
+    *,
+    sample_rate: int,
+    tone_ms: tuple[float, float] = (40.0, 120.0),
+    pause_ms: tuple[float, float] = (40.0, 120.0),
+    level_dbfs: tuple[float, float] = (-20.0, -6.0),
+    twist_db: tuple[float, float] = (-4.0, 4.0),
+    freq_tolerance: float = 0.015,
+) -> np.ndarray:
+    """Dial `keys` (keys of `DTMF_FREQS`, e.g. "555" or ["1", "star"]) as a float waveform, tone-pause-tone.
+
+    ITU-T Q.24 receivers must accept tones and pauses of 40 ms and more; the defaults stay near the fast end, as an
+    auto-dialler or a quick thumb does. The waveform starts at the first tone's onset and ends with the last tone,
+    so the caller adds silence around it. Every key gets its own duration, pause before it, twist, frequency
+    deviations and phases; the level is drawn once, as one phone line carries the whole number.
+
+    Args:
+        keys: Keys to dial, in order; an empty sequence gives an empty waveform.
+        rng: Source of all randomness.
+        sample_rate: Sample rate in Hz.
+        tone_ms: Range of each tone's duration in milliseconds, fades included.
+        pause_ms: Range of the silence between two tones in milliseconds.
+        level_dbfs: Range of the tones' level (AES17 dBFS: a full-scale sine is 0 dBFS).
+        twist_db: Range of the level of the high tone minus that of the low tone.
+        freq_tolerance: Largest relative deviation of each frequency from its nominal value.
+
+    Raises:
+        ValueError: An unknown key, `sample_rate` below 8000 Hz, or a range that is reversed or out of bounds.
+    """
+    unknown = sorted({k for k in keys if k not in DTMF_FREQS})
+    if unknown:
+        raise ValueError(f"unknown DTMF keys {unknown}; choose from {sorted(DTMF_FREQS)}")
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise ValueError(f"sample_rate {sample_rate} Hz is too low for the DTMF bands; use >= {MIN_SAMPLE_RATE}")
+    tone = _check_range("tone_ms", tone_ms, low=0.0)
+    pause = _check_range("pause_ms", pause_ms, low=0.0)
+    if tone[0] <= 0:
+        raise ValueError(f"tone_ms {tuple(tone_ms)} must be > 0 ms")
+    if not 0 <= freq_tolerance < _max_freq_tolerance():
+        raise ValueError(f"freq_tolerance {freq_tolerance} must lie in [0, {_max_freq_tolerance():.4f})")
+    rms = _dbfs_to_rms(rng.uniform(*_check_range("level_dbfs", level_dbfs, high=0.0)))
+    twist = _check_range("twist_db", twist_db)
+    parts = []
+    for j, key in enumerate(keys):
+        if j:
+            parts.append(np.zeros(round(rng.uniform(*pause) * sample_rate / 1000)))
+        num_tone = max(1, round(rng.uniform(*tone) * sample_rate / 1000))
+        parts.append(_key_tone(key, rng, num_tone, sample_rate, rms, twist, freq_tolerance))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
 def _to_pcm16(x: np.ndarray) -> np.ndarray:
     """Quantise floats in [-1, 1] to 16-bit PCM here, so the bytes do not depend on libsndfile's conversion."""
     return np.rint(x * 32767).astype(np.int16)

@@ -15,9 +15,9 @@ from typing import Any
 import lightning as L
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from mmattn.data import GeneratedData, TokenBudgetBatchSampler
+from mmattn.data import GeneratedData, TokenBudgetLoaders
 from tasks.text.scan import make_scan
 
 from .text import filter_pairs, read_parallel
@@ -58,18 +58,7 @@ def collate_pairs(batch: Sequence[tuple[list[int], list[int], str]]) -> dict[str
     }
 
 
-class _EvalBatchSampler(TokenBudgetBatchSampler):
-    """Token-budget batches in one seeded random order, kept every epoch.
-
-    Validation decodes only its first few batches: in length order those would be the shortest sentences, and in a
-    per-epoch order a different subset each time. A fixed random order makes them a fair sample, the same every epoch.
-    """
-
-    def set_epoch(self, epoch: int) -> None:
-        """Ignored: the order never changes."""
-
-
-class TranslationDataModule(L.LightningDataModule):
+class TranslationDataModule(TokenBudgetLoaders, L.LightningDataModule):
     """Line-aligned parallel text `root/{split}.{src_lang}` and `root/{split}.{tgt_lang}` (fairseq/Moses convention).
 
     A BPE tokenizer is trained on the training split (or loaded from `tokenizer_dir` when one is already there, e.g.
@@ -203,48 +192,9 @@ class TranslationDataModule(L.LightningDataModule):
                 [src[i] for i in keep], [tgt[i] for i in keep], [tgt_text[i] for i in keep]
             )
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        if not self.datasets:
-            raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
-        dataset = self.datasets[split]
-        trainer = getattr(self, "trainer", None)
-        connector = getattr(trainer, "_accelerator_connector", None)
-        if trainer is not None and trainer.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
-            # Lightning would try to put a DistributedSampler under our batch sampler and fail with a bare TypeError.
-            raise ValueError(
-                "token-budget batches shard themselves across ranks: set trainer.use_distributed_sampler=false "
-                f"(running {trainer.world_size} processes)"
-            )
-        lengths = dataset.lengths()
-        sampler = (TokenBudgetBatchSampler if train else _EvalBatchSampler)(
-            lengths,
-            # Evaluation keeps every pair, so its budget stretches to the longest one.
-            self.max_tokens if train else max(self.max_tokens, max(lengths)),
-            shuffle=True,
-            seed=self.seed,
-            num_replicas=trainer.world_size if trainer is not None else 1,
-            rank=trainer.global_rank if trainer is not None else 0,
-            max_sentences=self.max_sentences,
-        )
-        return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            collate_fn=collate_pairs,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Token-budget batches of length-bucketed pairs in a new random order every epoch."""
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed random order (so the decoded subset is the same fair sample every epoch)."""
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches."""
-        return self._loader("test", train=False)
+    def loader_options(self) -> tuple[int, int | None, Any]:
+        """The batch budget, the cap on examples per batch and the collate function of the loaders."""
+        return self.max_tokens, self.max_sentences, collate_pairs
 
 
 class SCANDataModule(GeneratedData, TranslationDataModule):

@@ -18,6 +18,7 @@ from mmattn.lit import ClassificationModule
 CONFIGS = Path(str(files("mmattn.configs")))
 TEXT_DATA = ("scan", "parallel_text")
 LM_DATA = ("text_folder", "scan_lm")
+SPEECH_DATA = ("speech_manifest", "librispeech", "spoken_digits")
 
 
 def options(group: str) -> list[str]:
@@ -58,6 +59,16 @@ def test_data_options_instantiate(compose_cfg, option: str, tmp_path: Path, env_
         assert isinstance(datamodule, pl.LightningDataModule)
         assert datamodule.vocab_size == cfg.model.vocab_size and datamodule.block_size == cfg.model.context_length
         return
+    if option in SPEECH_DATA:
+        where = {"speech_manifest": ["data.train_manifest=t.jsonl", "data.valid_manifest=v.jsonl"]}
+        overrides = where.get(option, ["data.root=" + str(tmp_path)])
+        cfg = compose_cfg("train", [f"data={option}", *overrides, "model=asr_demo", "module=seq2seq"])
+        _paths(cfg, tmp_path)
+        datamodule = instantiate(cfg.data)  # reads nothing until setup
+        assert isinstance(datamodule, pl.LightningDataModule)
+        assert cfg.model.tgt_vocab_size == cfg.data.vocab_size
+        assert cfg.model.source.sample_rate == datamodule.sample_rate
+        return
     cfg = compose_cfg("train", [f"data={option}", "data.root=" + str(tmp_path), "data.num_classes=10"])
     _paths(cfg, tmp_path)
     datamodule = instantiate(cfg.data)
@@ -80,6 +91,14 @@ def test_model_options_instantiate_and_follow_the_data_config(compose_cfg, optio
         assert net.tgt_vocab_size == cfg.data.vocab_size
         logits = net(torch.randint(3, 50, (2, 7)), torch.randint(3, 50, (2, 5)))
         assert logits.shape == (2, 5, cfg.data.vocab_size)
+        return
+    if option.startswith("asr"):
+        depth = ["model.encoder_depth=1", "model.decoder_depth=1"]
+        cfg = compose_cfg("train", ["data=spoken_digits", f"model={option}", *depth])
+        net = instantiate(cfg.model).eval()
+        src = {"audio": torch.randn(2, 16000) * 0.1, "audio_lengths": torch.tensor([16000, 9000])}
+        logits = net(src, torch.randint(3, 20, (2, 5)))
+        assert logits.shape == (2, 5, cfg.data.vocab_size) and net.ctc_head is not None
         return
     if option.startswith("ast"):
         data = ["data=dtmf", "data.num_mel_bins=64", "data.target_length=120"]
@@ -160,7 +179,7 @@ def test_experiments_compose(compose_cfg, option: str) -> None:
     if cfg.module._target_ == "mmattn.lit.Seq2SeqModule":
         assert cfg.model.tgt_vocab_size == cfg.data.vocab_size
         assert cfg.trainer.use_distributed_sampler is False  # the token-budget sampler shards per rank itself
-        assert cfg.callbacks.model_checkpoint.monitor in ("val/exact", "val/bleu")
+        assert cfg.callbacks.model_checkpoint.monitor in ("val/exact", "val/bleu", "val/wer")
     elif cfg.module._target_ == "mmattn.lit.LanguageModelModule":
         assert cfg.model.vocab_size == cfg.data.vocab_size and cfg.model.context_length >= cfg.data.block_size
         assert cfg.callbacks.model_checkpoint.monitor == "val/loss"
@@ -218,3 +237,14 @@ def test_gpt_small_has_gpt2_smalls_shape(compose_cfg) -> None:
     assert isinstance(net, DecoderOnly)
     # GPT-2 small: 124,439,808 parameters with its 50,257 tokens and 1,024 learned positions (tied output).
     assert sum(p.numel() for p in net.parameters()) == 124_439_808
+
+
+def test_asr_librispeech_small_has_its_recipes_shape(compose_cfg) -> None:
+    cfg = compose_cfg("train", ["experiment=asr_librispeech_small", "data.root=/datasets/librispeech"])
+    m = cfg.model
+    assert (m.dim, m.encoder_depth, m.decoder_depth, m.num_heads, m.dim * m.mlp_ratio) == (256, 12, 6, 4, 2048)
+    assert (m.source.subsampling, m.source.channels, m.source.num_mel_bins) == (4, 256, 80)
+    assert cfg.module.ctc_weight == 0.3 and cfg.data.vocab_size == 5000 and cfg.trainer.accelerator == "gpu"
+    assert cfg.data._target_ == "tasks.speech.LibriSpeechDataModule" and cfg.data.train_subsets == ["train-clean-100"]
+    module = instantiate(cfg.module, net=instantiate(cfg.model))
+    assert module.decoding["beam_size"] == 10 and module.ctc_weight == 0.3

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmattn.models import EncoderDecoder
-from mmattn.models.decoding import beam_search, greedy_decode
+from mmattn.models.decoding import beam_search, ctc_greedy_decode, greedy_decode
 
 BOS, EOS, PAD = 1, 2, 0
 
@@ -124,3 +124,29 @@ def test_options_are_checked_and_embeddings_tied() -> None:
         _model(activation="tanh")
     with pytest.raises(ValueError, match="beam_size must be >= 1"):
         beam_search(_model(), _src(), bos_id=BOS, eos_id=EOS, beam_size=0)
+
+
+def test_ctc_greedy_decode_merges_repeats_drops_blanks_and_padding() -> None:
+    model = _model(ctc=True)
+    src = _src()
+    memory, mask = model.encode(src)
+    # Hand-set per-frame winners through the CTC head's bias: frame labels of sentence 0 are 5 5 0 5 7 7 0 ...
+    frames = torch.tensor(
+        [[5, 5, PAD, 5, 7, 7, PAD], [4, PAD, 4, 4, 9, 9, 9], [6, 6, 8, 8, 8, 8, 8]]
+    )  # rows 1 and 2 are padded from frames 5 and 3 on
+    logits = torch.nn.functional.one_hot(frames, 13).float() * 10
+    model.ctc_logits = lambda m: logits  # the decoding rule is under test, not the head
+    ids = ctc_greedy_decode(model, src, blank_id=PAD, eos_id=EOS, pad_id=PAD)
+    assert mask is not None and mask[1, 5:].all() and mask[2, 3:].all()
+    assert ids.tolist() == [[5, 5, 7, EOS], [4, 4, 9, EOS], [6, 8, EOS, PAD]]
+
+
+def test_ctc_head_is_optional_and_named_in_the_error() -> None:
+    model = _model()
+    memory, _ = model.encode(_src())
+    with pytest.raises(ValueError, match="model.ctc=true"):
+        model.ctc_logits(memory)
+    with_head = _model(ctc=True)
+    assert with_head.ctc_logits(with_head.encode(_src())[0]).shape == (3, 7, 13)
+    # The CTC projection is its own layer, not the tied output.
+    assert with_head.ctc_head.weight.data_ptr() != with_head.output.weight.data_ptr()

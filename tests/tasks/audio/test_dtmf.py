@@ -15,6 +15,7 @@ from tasks.audio.dtmf import (
     DTMF_CLASSES,
     DTMF_FREQS,
     _dbfs_to_rms,
+    dial,
     make_dtmf,
     render_background,
     render_clip,
@@ -199,3 +200,32 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make_dtmf(tmp_path, **kwargs)
     assert not (tmp_path / "dtmf").exists()
+
+
+def test_dial_sounds_each_key_in_order() -> None:
+    keys = ["1", "5", "9", "star", "0", "d"]
+    x = dial(keys, np.random.default_rng(3), sample_rate=SR, tone_ms=(100.0, 120.0), pause_ms=(40.0, 60.0))
+    sounding = np.abs(x) > 1e-6
+    assert sounding[0] and sounding[-1], "starts with the first tone and ends with the last"
+    # Tones are the runs of sound; the pauses between them are exact zeros.
+    edges = np.flatnonzero(np.diff(sounding.astype(int)))
+    runs = list(zip([0, *edges[1::2] + 1], [*edges[::2] + 1, len(x)]))
+    assert len(runs) == len(keys)
+    for key, (start, stop) in zip(keys, runs):
+        assert 0.1 * SR - 2 <= stop - start <= 0.12 * SR
+        found = _two_peaks(x[start:stop])
+        for f, nominal in zip(found, DTMF_FREQS[key]):
+            assert abs(f - nominal) <= 0.015 * nominal + 10, f"key {key}: peaks {found}, expected {DTMF_FREQS[key]}"
+    pauses = [b[0] - a[1] for a, b in zip(runs, runs[1:])]
+    assert all(0.04 * SR <= p <= 0.06 * SR + 2 for p in pauses)
+
+
+def test_dial_is_seeded_and_checks_keys() -> None:
+    a = dial("0123", np.random.default_rng(1), sample_rate=SR)
+    np.testing.assert_array_equal(a, dial("0123", np.random.default_rng(1), sample_rate=SR))
+    assert not np.array_equal(a[:1000], dial("0123", np.random.default_rng(2), sample_rate=SR)[:1000])
+    assert dial("", np.random.default_rng(1), sample_rate=SR).shape == (0,)
+    with pytest.raises(ValueError, match=r"unknown DTMF keys \['#', 'x'\]"):
+        dial("1#x", np.random.default_rng(1), sample_rate=SR)
+    with pytest.raises(ValueError, match=r"tone_ms \(0.0, 10.0\) must be > 0 ms"):
+        dial("1", np.random.default_rng(1), sample_rate=SR, tone_ms=(0.0, 10.0))
