@@ -45,7 +45,8 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
     and their lengths), `tgt` (target ids [B, T], EOS-terminated, padded), and for evaluation `ref` (the reference
     texts). The decoder input is BOS + `tgt[:, :-1]` (teacher forcing).
     The tokenizer comes from the datamodule (`datamodule.tokenizer`) or the checkpoint; it needs `pad_id`, `bos_id`,
-    `eos_id`, `decode_tgt_batch(ids)`, `encode_src_batch(texts)`, `to_dict()` and a `from_dict` classmethod.
+    `eos_id`, `decode_tgt_batch(ids)`, `to_dict()`, a `from_dict` classmethod and, for `translate`,
+    `encode_src_batch(texts)`.
 
     Args:
         net: The network.
