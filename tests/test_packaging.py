@@ -52,3 +52,4 @@ def test_wheel_contains_packages_and_configs(tmp_path):
     assert "mmattn-translate = mmattn.cli.translate:main" in text
     assert "mmattn-generate = mmattn.cli.generate:main" in text
     assert "mmattn-transcribe = mmattn.cli.transcribe:main" in text
+    assert "mmattn-viz = mmattn.cli.viz:main" in text

@@ -36,13 +36,13 @@ def load_run_config(ckpt_path: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_module(ckpt: str, device: str, *, needs: str, refusal: str) -> Any:
+def load_module(ckpt: str, device: str, *, needs: str | None = None, refusal: str = "") -> Any:
     """The LightningModule of a checkpoint from mmattn-train, rebuilt from its stored config, for inference.
 
     Args:
         ckpt: `ckpt_path` as the user gave it (a file, or what `resolve_ckpt_path` accepts).
         device: Where to map the weights.
-        needs: An attribute the module class must have for this command (e.g. "translate").
+        needs: An attribute the module class must have for this command (e.g. "translate"); None = any module.
         refusal: What the error says otherwise, after "holds a <class>, which", e.g. "does not translate; use ...".
 
     Raises:
@@ -55,7 +55,7 @@ def load_module(ckpt: str, device: str, *, needs: str, refusal: str) -> Any:
     ckpt_path = resolve_ckpt_path(ckpt, trainer=None)
     stored = load_run_config(ckpt_path)
     module_cls = get_class(stored["module"]["_target_"])
-    if not hasattr(module_cls, needs):
+    if needs is not None and not hasattr(module_cls, needs):
         raise ValueError(f"{ckpt_path} holds a {module_cls.__name__}, which {refusal}")
     return module_cls.load_from_checkpoint(
         ckpt_path, map_location=device, weights_only=True, net=instantiate(stored["model"])

@@ -2,6 +2,7 @@
 
 from .alibi import ALiBi, alibi_slopes
 from .attention import MultiHeadAttention
+from .capture import attention_layers, capture_attention
 from .config import use_fused_attn
 from .feedforward import Mlp, SwiGLU
 from .kv_cache import KVCache
@@ -42,6 +43,8 @@ __all__ = [
     "SinusoidalPositionalEncoding",
     "SwiGLU",
     "alibi_slopes",
+    "attention_layers",
+    "capture_attention",
     "causal_mask",
     "merge_masks",
     "resample_pos_embed",

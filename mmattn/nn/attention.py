@@ -66,6 +66,8 @@ class MultiHeadAttention(nn.Module):
         self.q_norm = nn.LayerNorm(self.head_dim, eps=norm_eps, **dd) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(self.head_dim, eps=norm_eps, **dd) if qk_norm else nn.Identity()
         self.out_proj = nn.Linear(dim, dim, bias=out_bias, **dd)
+        # Set by `mmattn.nn.capture_attention` while it records this layer's weights; None (no cost) otherwise.
+        self.record = None
 
     def _split_heads(self, t: Tensor) -> Tensor:
         b, n, _ = t.shape
@@ -147,7 +149,8 @@ class MultiHeadAttention(nn.Module):
         is_causal = causal and mask is None and n == m and offset == 0
         p = self.dropout if self.training else 0.0
         weights = None
-        if need_weights or not self.fused_attn:
+        record = self.record
+        if need_weights or not self.fused_attn or record is not None:
             out, weights = self._explicit(q, k, v, mask, is_causal, p)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
@@ -155,6 +158,8 @@ class MultiHeadAttention(nn.Module):
             out = out.masked_fill(dead, 0.0)
             if weights is not None:
                 weights = weights.masked_fill(dead, 0.0)
+        if record is not None:
+            record(weights)
         out = self.out_proj(out.transpose(1, 2).reshape(b, n, self.dim))  # [B, H, N, d] -> [B, N, D]
         return (out, weights) if need_weights else out
 

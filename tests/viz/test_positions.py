@@ -1,0 +1,94 @@
+"""Position-encoding pictures: the numbers behind them (relative-position structure, ALiBi, the softmax scale) and
+valid PNG files with content, also through mmattn-viz with a checkpoint's learned table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmattn.nn import LearnedPositionalEmbedding
+from mmattn.viz.positions import (
+    alibi_biases,
+    rotary_similarity,
+    sinusoidal_similarity,
+    softmax_saturation,
+    write_position_pictures,
+)
+
+
+def test_fixed_encodings_depend_on_relative_position_only() -> None:
+    for sim in (sinusoidal_similarity(40, 32), rotary_similarity(40, 32)):
+        # Toeplitz: every diagonal is constant (a function of p - r), and the peak is p = r.
+        for offset in range(-5, 6):
+            d = torch.diagonal(sim, offset)
+            torch.testing.assert_close(d, d[:1].expand_as(d), atol=1e-4, rtol=0)
+        assert int(sim[20].argmax()) == 20
+    torch.testing.assert_close(torch.diagonal(sinusoidal_similarity(10, 32)), torch.full((10,), 16.0))  # D/2 pairs
+
+
+def test_alibi_and_softmax_saturation() -> None:
+    b = alibi_biases(8, 5)
+    assert b.shape == (8, 5, 5) and (b <= 0).all() and (torch.diagonal(b, dim1=1, dim2=2) == 0).all()
+    torch.testing.assert_close(b[0, 0, 3], torch.tensor(-3 * 2.0**-1))  # slope of head 0 is 2^(-8/8)
+    sat = softmax_saturation((4, 64, 1024), num_keys=64, trials=64)
+    assert sat["unscaled"][-1] > 0.9 and sat["scaled"][-1] < 0.3  # one-hot without the scale, spread with it
+    assert sat["unscaled"] == sorted(sat["unscaled"])
+
+
+def _is_picture(path: Path) -> bool:
+    with Image.open(path) as img:
+        img.verify()
+    pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    return path.suffix == ".png" and pixels.std() > 5
+
+
+def test_pictures_are_pngs_with_content(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    learned = {"embed.positions": LearnedPositionalEmbedding(32, 16, init_std=1.0).weight}
+    paths = write_position_pictures(tmp_path, num_positions=32, dim=16, num_heads=4, learned=learned, dpi=50)
+    names = {p.name for p in paths}
+    assert names == {
+        "positions_sinusoidal_table.png",
+        "positions_similarity.png",
+        "positions_alibi.png",
+        "softmax_saturation.png",
+    }
+    assert all(_is_picture(p) for p in paths)
+
+
+@pytest.mark.slow
+def test_mmattn_viz_draws_a_checkpoints_learned_table(run_cli, tmp_path: Path) -> None:
+    train = [
+        "experiment=lm_demo",
+        "model.positions=learned",
+        "model.dim=32",
+        "model.depth=1",
+        "model.num_heads=2",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "+trainer.limit_test_batches=1",
+        "module.sample_eval=null",
+    ]
+    assert run_cli("mmattn-train", *train, cwd=tmp_path).returncode == 0
+    (ckpt,) = tmp_path.glob("outputs/lm_demo/runs/*/checkpoints/last.ckpt")
+    result = run_cli(
+        "mmattn-viz", "what=positions", f"ckpt_path={ckpt}", "out_dir=pics", "num_positions=48", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    paths = [Path(line) for line in result.stdout.splitlines()]
+    assert len(paths) == 4 and all(_is_picture(tmp_path / p if not p.is_absolute() else p) for p in paths)
+    bad = run_cli("mmattn-viz", "what=nope", cwd=tmp_path)
+    assert bad.returncode != 0 and "choose one of ['positions']" in bad.stderr
+
+
+def test_missing_matplotlib_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` sees where it is not installed
+    with pytest.raises(ImportError, match=r"pip install 'mmattn\[viz\]'"):
+        write_position_pictures(tmp_path)
