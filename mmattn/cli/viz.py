@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-WHAT = ("positions",)
+WHAT = ("positions", "attention")
 log = logging.getLogger(__name__)
 
 
@@ -17,11 +17,17 @@ def visualize(cfg: DictConfig) -> list[Path]:
     """Write the pictures `cfg.what` asks for into `cfg.out_dir`; print and return their paths.
 
     Raises:
-        ValueError: An unknown `what`.
+        ValueError: An unknown `what`, or `what=attention` without a checkpoint.
         ImportError: matplotlib is missing (the message names the extra).
     """
     if cfg.what not in WHAT:
         raise ValueError(f"unknown what={cfg.what!r}; choose one of {list(WHAT)}")
+    paths = _positions(cfg) if cfg.what == "positions" else _attention(cfg)
+    sys.stdout.write("".join(f"{p}\n" for p in paths))
+    return paths
+
+
+def _positions(cfg: DictConfig) -> list[Path]:
     from mmattn.viz.positions import learned_tables, write_position_pictures
 
     learned = None
@@ -31,15 +37,33 @@ def visualize(cfg: DictConfig) -> list[Path]:
         learned = learned_tables(load_module(cfg.ckpt_path, "cpu").net)
         if not learned:
             log.warning(f"{cfg.ckpt_path} has no learned position table; drawing the fixed encodings only")
-    paths = write_position_pictures(
+    return write_position_pictures(
         cfg.out_dir,
         num_positions=int(cfg.num_positions),
         dim=int(cfg.dim),
         num_heads=int(cfg.num_heads),
         learned=learned,
     )
-    sys.stdout.write("".join(f"{p}\n" for p in paths))
-    return paths
+
+
+def _attention(cfg: DictConfig) -> list[Path]:
+    """Attention maps of `cfg.num_samples` validation examples of the checkpoint's own data."""
+    from hydra.utils import instantiate
+
+    from mmattn.cli.eval import load_module, load_run_config
+    from mmattn.cli.utils import resolve_ckpt_path
+    from mmattn.viz.attention import attention_figures, save_figures
+
+    if cfg.ckpt_path is None:
+        raise ValueError("what=attention needs ckpt_path=<checkpoint from mmattn-train>")
+    module = load_module(cfg.ckpt_path, "cpu")
+    stored = load_run_config(resolve_ckpt_path(cfg.ckpt_path, trainer=None))
+    datamodule = instantiate(stored["data"])
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))
+    figures = attention_figures(module, batch, int(cfg.num_samples), getattr(datamodule, "classes", None))
+    return save_figures(figures, cfg.out_dir)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mmattn.configs", config_name="viz")

@@ -1,5 +1,6 @@
 """Generic LightningModules, callbacks and optimizer/scheduler builders shared by every task."""
 
+from mmattn.lit.attention_maps import AttentionMaps
 from mmattn.lit.callbacks import (
     CONFIG_KEY,
     ConfigInCheckpoint,
@@ -24,6 +25,7 @@ from mmattn.lit.strategies import FSDPStrategy
 
 __all__ = [
     "AtomicCheckpointIO",
+    "AttentionMaps",
     "FSDPStrategy",
     "LanguageModelModule",
     "LastCheckpoint",

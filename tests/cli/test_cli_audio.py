@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mmattn_testing import is_picture
 
 # The DTMF sizes must be the same in every test that uses the session data directory (the demo is written once).
 TINY_AUDIO = [
@@ -39,6 +40,12 @@ def test_audio_demo_trains_and_evaluates_from_the_cli(run_cli, env_data_dir: Pat
     assert result.returncode == 0, result.stderr[-4000:]
     (eval_run,) = (tmp_path / "outputs" / "eval" / "runs").iterdir()
     assert set(json.loads((eval_run / "metrics.json").read_text())) == {"test/loss", "test/acc", "test/acc_top5"}
+
+    # AST attention over the spectrogram (frequency up, time across).
+    ckpt = run / "checkpoints" / "last.ckpt"
+    pics = run_cli("mmattn-viz", "what=attention", f"ckpt_path={ckpt}", "num_samples=1", "out_dir=pics", cwd=tmp_path)
+    assert pics.returncode == 0, pics.stderr[-3000:]
+    assert all(is_picture(tmp_path / "pics" / n) for n in ("attention_0.png", "heads_0.png"))
 
 
 @pytest.mark.slow

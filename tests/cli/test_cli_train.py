@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmattn_testing import is_picture
 
 from mmattn.cli.train import train
 
@@ -34,6 +35,15 @@ def test_train_then_eval_from_another_directory(run_cli, tiny_train, tmp_path: P
     assert all(isinstance(v, float) for v in metrics.values())
     assert f"run directory: {run}" in result.stdout
     assert not list(run.glob(".metrics.json*"))  # no temporary file left by the atomic write
+
+    # Attention pictures of validation images: rollout and class-token overlays, per-head grids.
+    ckpt_abs = run / "checkpoints" / "last.ckpt"
+    viz = ["what=attention", f"ckpt_path={ckpt_abs}", "num_samples=2", "out_dir=pics"]
+    pics = run_cli("mmattn-viz", *viz, cwd=tmp_path)
+    assert pics.returncode == 0, pics.stderr[-3000:]
+    names = [Path(line).name for line in pics.stdout.splitlines()]
+    assert names == ["attention_0.png", "heads_0.png", "attention_1.png", "heads_1.png"]
+    assert all(is_picture(tmp_path / "pics" / n) for n in names)
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mmattn_testing import is_picture
 
 TINY_TRANSLATION = [
     "experiment=translation_demo",
@@ -55,6 +56,11 @@ def test_translation_demo_trains_and_translates(run_cli, env_data_dir: Path, tmp
     result = _translate([f"ckpt_path={ckpt}", "input=in.txt", "output=out.txt", "beam_size=3"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout == "" and len((tmp_path / "out.txt").read_text().splitlines()) == 3
+
+    pics = run_cli("mmattn-viz", "what=attention", f"ckpt_path={ckpt}", "num_samples=2", "out_dir=pics", cwd=tmp_path)
+    assert pics.returncode == 0, pics.stderr[-3000:]
+    assert [Path(p).name for p in pics.stdout.splitlines()] == ["alignment_0.png", "alignment_1.png"]
+    assert all(is_picture(tmp_path / "pics" / f"alignment_{i}.png") for i in range(2))
 
     result = _translate([f"ckpt_path={ckpt}", "input=missing.txt"], cwd=tmp_path)
     assert result.returncode != 0 and "input file" in result.stderr and "missing.txt" in result.stderr

@@ -51,3 +51,15 @@ def metric_steps(csv_path: Path) -> dict[str, list[int]]:
                 if key not in ("step", "epoch") and value != "":
                     steps.setdefault(key, []).append(int(row["step"]))
     return steps
+
+
+def is_picture(path) -> bool:
+    """Whether `path` is a valid PNG file whose pixels are not all alike (a picture with content)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.verify()
+        kind = img.format
+    pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    return kind == "PNG" and float(pixels.std()) > 5

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from mmattn_testing import is_picture
 
 from mmattn.nn import LearnedPositionalEmbedding
 from mmattn.viz.positions import (
@@ -39,13 +38,6 @@ def test_alibi_and_softmax_saturation() -> None:
     assert sat["unscaled"] == sorted(sat["unscaled"])
 
 
-def _is_picture(path: Path) -> bool:
-    with Image.open(path) as img:
-        img.verify()
-    pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
-    return path.suffix == ".png" and pixels.std() > 5
-
-
 def test_pictures_are_pngs_with_content(tmp_path: Path) -> None:
     torch.manual_seed(0)
     learned = {"embed.positions": LearnedPositionalEmbedding(32, 16, init_std=1.0).weight}
@@ -57,7 +49,7 @@ def test_pictures_are_pngs_with_content(tmp_path: Path) -> None:
         "positions_alibi.png",
         "softmax_saturation.png",
     }
-    assert all(_is_picture(p) for p in paths)
+    assert all(is_picture(p) for p in paths)
 
 
 @pytest.mark.slow
@@ -81,9 +73,9 @@ def test_mmattn_viz_draws_a_checkpoints_learned_table(run_cli, tmp_path: Path) -
     )
     assert result.returncode == 0, result.stderr[-3000:]
     paths = [Path(line) for line in result.stdout.splitlines()]
-    assert len(paths) == 4 and all(_is_picture(tmp_path / p if not p.is_absolute() else p) for p in paths)
+    assert len(paths) == 4 and all(is_picture(tmp_path / p if not p.is_absolute() else p) for p in paths)
     bad = run_cli("mmattn-viz", "what=nope", cwd=tmp_path)
-    assert bad.returncode != 0 and "choose one of ['positions']" in bad.stderr
+    assert bad.returncode != 0 and "choose one of ['positions', 'attention']" in bad.stderr
 
 
 def test_missing_matplotlib_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
