@@ -72,7 +72,8 @@ def _attention_names(net: nn.Module) -> list[str]:
 
 
 def _display(x: Tensor) -> tuple[Tensor, str]:
-    """An input as an image to draw: [H, W, 3] for images, [mel, frames] (frequency up) for spectrograms."""
+    """An input as an image to draw: [H, W, 3] for images, [mel, frames] (frequency up) for spectrograms (2-D inputs
+    on a 1 x w token grid, such as sensor channels [C, T], are drawn as curves instead)."""
     if x.ndim == 3 and x.shape[0] in (1, 3):  # an image [C, H, W]
         img = x.float()
         img = (img - img.amin()) / (img.amax() - img.amin()).clamp_min(1e-8)  # as the model sees it, rescaled
@@ -102,13 +103,26 @@ def classifier_figures(inputs: Tensor, maps: dict[str, Tensor], *, titles: Seque
         title = titles[i] if titles else f"input {i}"
         fig, axes = plt.subplots(1, 3, figsize=(12, 4), layout="constrained")
         panels = (("input", None), ("attention rollout", maps["rollout"][i]), ("last layer", maps["last"][i].mean(0)))
+        sequence = kind == "spectrogram" and maps["rollout"].shape[1] == 1
         for ax, (name, grid) in zip(axes, panels):
-            ax.imshow(shown, cmap=cmap, origin=origin, aspect="auto")
-            if grid is not None:
-                heat = _upsample(grid.cpu(), size).numpy()
-                ax.imshow(heat, cmap="jet", alpha=0.5, origin=origin, aspect="auto")
+            if sequence:
+                # A 1 x w grid over channels [C, T]: the channels as curves, the attention as a band over time.
+                series = x.cpu().float().numpy()
+                if grid is not None:
+                    band = _upsample(grid.cpu(), (1, series.shape[-1])).numpy()
+                    low, high = float(series.min()), float(series.max())
+                    extent = (0, series.shape[-1], low, high)
+                    ax.imshow(band, cmap="jet", alpha=0.4, aspect="auto", extent=extent, origin="lower")
+                for channel in series:
+                    ax.plot(channel, lw=0.8)
+                ax.set_xlabel("time step", fontsize=8)
+            else:
+                ax.imshow(shown, cmap=cmap, origin=origin, aspect="auto")
+                if grid is not None:
+                    heat = _upsample(grid.cpu(), size).numpy()
+                    ax.imshow(heat, cmap="jet", alpha=0.5, origin=origin, aspect="auto")
+                ax.axis("off")
             ax.set_title(f"{title}: {name}" if grid is None else name, fontsize=9)
-            ax.axis("off")
         figures.append((f"attention_{i}", fig))
 
         heads = maps["last"][i].cpu().float().numpy()

@@ -45,4 +45,5 @@ def test_pictures_exist_and_the_readme_links_the_guide() -> None:
     text = GUIDE.read_text()
     pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert len(pictures) == 4 and all((GUIDE.parent / p).is_file() for p in pictures)
-    assert "docs/concepts.md" in (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "(docs/concepts.md)" in readme and "(docs/new_modality.md)" in readme

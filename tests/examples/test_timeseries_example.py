@@ -1,0 +1,50 @@
+"""A modality from outside the repository's packages: examples/timeseries trains through mmattn-train with configs of
+its own (Hydra's search path extended on the command line), and nothing in mmattn/, tasks/ or configs/ knows it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from mmattn_testing import is_picture
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "timeseries"
+
+
+@pytest.mark.slow
+def test_the_timeseries_example_trains_from_outside(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Path-added, as docs/new_modality.md shows (pip install -e examples/timeseries works the same way).
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]))
+    args = ["hydra.searchpath=[pkg://mmattn_timeseries.configs]", "experiment=timeseries_demo", "paths.data_dir=data"]
+    result = run_cli("mmattn-train", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (run,) = (tmp_path / "outputs" / "timeseries_demo" / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val/acc"] >= 0.90 and metrics["test/acc"] >= 0.85, metrics
+    assert sorted(p.name for p in (tmp_path / "data" / "activities").glob("*.npz")) == [
+        "test.npz",
+        "train.npz",
+        "val.npz",
+    ]
+    # The guide's other commands: no search path needed, the checkpoint carries its config.
+    ckpt = run / "checkpoints" / "last.ckpt"
+    result = run_cli("mmattn-eval", f"ckpt_path={ckpt}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    (eval_run,) = (tmp_path / "outputs" / "eval" / "runs").iterdir()
+    evaluated = json.loads((eval_run / "metrics.json").read_text())
+    assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=0.02)
+    result = run_cli("mmattn-viz", "what=attention", f"ckpt_path={ckpt}", "num_samples=1", "out_dir=pics", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert all(is_picture(tmp_path / "pics" / n) for n in ("attention_0.png", "heads_0.png"))
+
+
+def test_nothing_in_the_framework_mentions_the_example() -> None:
+    needles = ("timeseries", "mmattn_timeseries", "ActivityDataModule", "SensorPatchEmbed")
+    for top in ("mmattn", "tasks", "configs"):
+        for path in (ROOT / top).rglob("*"):
+            if path.is_file() and path.suffix in (".py", ".yaml", ".txt", ".md", ".toml"):
+                text = path.read_text(errors="replace")
+                assert not any(n in text for n in needles), f"{path} mentions the example"
