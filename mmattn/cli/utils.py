@@ -313,5 +313,13 @@ def finish(title: str, trainer: pl.Trainer, metrics: Mapping[str, float], run_di
     if not trainer.is_global_zero:
         return
     write_metrics(run_dir / METRICS_FILE, metrics)
+    from mmattn.lit.profile import RunProfile
+
+    for callback in trainer.callbacks:
+        table = callback.blocks_table() if isinstance(callback, RunProfile) else None
+        if table is not None:
+            from rich.console import Console
+
+            Console().print(table)
     print_summary(title, metrics, run_dir)
     rank_zero_info(f"metrics written to {run_dir / METRICS_FILE}")

@@ -48,6 +48,7 @@ def _positions(cfg: DictConfig) -> list[Path]:
 
 def _attention(cfg: DictConfig) -> list[Path]:
     """Attention maps of `cfg.num_samples` validation examples of the checkpoint's own data."""
+    import torch
     from hydra.utils import instantiate
 
     from mmattn.cli.eval import load_module, load_run_config
@@ -59,10 +60,22 @@ def _attention(cfg: DictConfig) -> list[Path]:
     module = load_module(cfg.ckpt_path, "cpu")
     stored = load_run_config(resolve_ckpt_path(cfg.ckpt_path, trainer=None))
     datamodule = instantiate(stored["data"])
-    datamodule.prepare_data()
-    datamodule.setup("validate")
-    batch = next(iter(datamodule.val_dataloader()))
-    figures = attention_figures(module, batch, int(cfg.num_samples), getattr(datamodule, "classes", None))
+    if cfg.inputs:
+        # Files of the user's, read as the model's own evaluation data is (resized / resampled with a warning).
+        if not callable(getattr(datamodule, "load_inputs", None)):
+            raise ValueError(
+                f"{type(datamodule).__name__} cannot read input files (no load_inputs); leave inputs= out to draw "
+                "validation examples"
+            )
+        paths = [str(Path(p).expanduser()) for p in cfg.inputs]
+        x = datamodule.load_inputs(paths)
+        batch = (x, torch.zeros(len(paths), dtype=torch.long))
+        figures = attention_figures(module, batch, len(paths), titles=[Path(p).name for p in paths])
+    else:
+        datamodule.prepare_data()
+        datamodule.setup("validate")
+        batch = next(iter(datamodule.val_dataloader()))
+        figures = attention_figures(module, batch, int(cfg.num_samples), getattr(datamodule, "classes", None))
     return save_figures(figures, cfg.out_dir)
 
 

@@ -20,6 +20,7 @@ from mmattn.lit.optim import (
     weight_decay_groups,
 )
 from mmattn.lit.preemption import Preempted, PreemptionCheckpoint
+from mmattn.lit.profile import RunProfile
 from mmattn.lit.seq2seq import TOKENIZER_KEY, Seq2SeqModule, tokenizer_from_checkpoint
 from mmattn.lit.strategies import FSDPStrategy
 
@@ -31,6 +32,7 @@ __all__ = [
     "LastCheckpoint",
     "Preempted",
     "PreemptionCheckpoint",
+    "RunProfile",
     "ResumableCSVLogger",
     "ResumableTensorBoardLogger",
     "atomic_write",

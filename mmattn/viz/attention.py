@@ -166,10 +166,18 @@ def _token_names(tokenizer: object, side: str, ids: list[int]) -> list[str]:
     return [hf.id_to_token(i) or str(i) for i in ids]
 
 
-def attention_figures(module: nn.Module, batch: object, num_samples: int, classes: Sequence[str] | None = None) -> list:
+def attention_figures(
+    module: nn.Module,
+    batch: object,
+    num_samples: int,
+    classes: Sequence[str] | None = None,
+    *,
+    titles: Sequence[str] | None = None,
+) -> list:
     """The attention figures of a module's net for the first `num_samples` examples of a batch of its own data:
     classifier maps for `(inputs, labels)` batches, cross-attention alignments for seq2seq batches (dicts with
-    `src` and `tgt`). Returns `(name, figure)` pairs."""
+    `src` and `tgt`); `titles` replace the class names of the labels (e.g. file names). Returns `(name, figure)`
+    pairs."""
     net, k = module.net, num_samples
     if isinstance(batch, dict) and "tgt" in batch:
         src, tgt = batch["src"], batch["tgt"][:k]
@@ -191,7 +199,8 @@ def attention_figures(module: nn.Module, batch: object, num_samples: int, classe
             figures.append((f"alignment_{i}", fig))
         return figures
     x, y = batch[0][:k], batch[1][:k]
-    titles = [classes[int(c)] if classes else f"class {int(c)}" for c in y]
+    if titles is None:
+        titles = [classes[int(c)] if classes else f"class {int(c)}" for c in y]
     return classifier_figures(x, classifier_maps(net, x), titles=titles)
 
 

@@ -7,6 +7,7 @@ training device after the transfer (`features_on="device"`, for GPUs), from the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from .data import (
 )
 from .dtmf import DTMF_CLASSES, make_dtmf
 from .features import AST_MEAN, AST_STD, AudioFeatures, SpecAugment
+from .io import fix_length
 
 SPEECH_COMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 ESC50_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
@@ -176,6 +178,33 @@ class AudioClassificationDataModule(ClassificationDataModule):
         """Return ({"train", "val"[, "test"]} -> clips, class names, background-noise files)."""
         # The base class only shares the pipeline; each subclass says where its clips come from.
         raise TypeError(f"{type(self).__name__} must define _find_clips(); use one of the concrete datamodules")
+
+    def load_inputs(self, paths: Sequence[str | Path]) -> Tensor:
+        """Audio files as the model sees them in evaluation: features [B, frames, mel_bins] of the centred clip.
+
+        Files at another sample rate are resampled and clips of another length centre-cropped or padded, each with
+        a warning naming the file.
+
+        Raises:
+            FileNotFoundError: A file does not exist.
+            AudioDecodeError: soundfile cannot decode a file.
+        """
+        import soundfile as sf
+
+        from .io import read_audio
+
+        out = []
+        for path in paths:
+            wave = read_audio(path, self.sample_rate)
+            rate = sf.info(str(path)).samplerate
+            if rate != self.sample_rate:
+                warnings.warn(f"{path} is at {rate} Hz; resampled to the model's {self.sample_rate} Hz", stacklevel=2)
+            if wave.numel() != self.num_samples:
+                have, want = wave.numel() / self.sample_rate, self.num_samples / self.sample_rate
+                warnings.warn(f"{path} lasts {have:.2f} s; centred in the model's {want:g} s", stacklevel=2)
+            with torch.no_grad():
+                out.append(self.features(fix_length(wave, self.num_samples, mode="center")))
+        return torch.stack(out)
 
     def _pipeline(self, train: bool) -> _ClipFeatures:
         wave_aug = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,32 @@ class ImageClassificationDataModule(ClassificationDataModule):
         # "random" interpolation is a training-only choice; evaluation must be deterministic.
         common["interpolation"] = "bilinear" if interpolation == "random" else interpolation
         self.eval_transform = create_transform(img_size, is_training=False, crop_pct=crop_pct, **common)
+
+    def load_inputs(self, paths: Sequence[str | Path]) -> torch.Tensor:
+        """Image files as the model sees them in evaluation: [B, 3, img_size, img_size] through the eval transform.
+
+        Images of another size are resized (and center-cropped) by that transform, with a warning naming them.
+
+        Raises:
+            FileNotFoundError: A file does not exist.
+            ValueError: A file is no image PIL can read.
+        """
+        from PIL import Image, UnidentifiedImageError
+
+        out = []
+        for path in paths:
+            try:
+                with Image.open(path) as img:
+                    rgb = img.convert("RGB")
+            except FileNotFoundError as e:
+                raise FileNotFoundError(f"image file {path} does not exist") from e
+            except UnidentifiedImageError as e:
+                raise ValueError(f"{path} is no image PIL can read") from e
+            if rgb.size != (self.img_size, self.img_size):
+                size = f"{rgb.size[0]} x {rgb.size[1]} px"
+                warnings.warn(f"{path} is {size}; resized for the model's {self.img_size} px", stacklevel=2)
+            out.append(self.eval_transform(rgb))
+        return torch.stack(out)
 
 
 class ImageFolderDataModule(ImageClassificationDataModule):

@@ -46,6 +46,17 @@ def test_audio_demo_trains_and_evaluates_from_the_cli(run_cli, env_data_dir: Pat
     pics = run_cli("mmattn-viz", "what=attention", f"ckpt_path={ckpt}", "num_samples=1", "out_dir=pics", cwd=tmp_path)
     assert pics.returncode == 0, pics.stderr[-3000:]
     assert all(is_picture(tmp_path / "pics" / n) for n in ("attention_0.png", "heads_0.png"))
+    # A clip of the user's at another rate and length: resampled and centred, each with a warning.
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(4000) / 8000
+    sf.write(tmp_path / "beep.wav", 0.3 * np.sin(2 * np.pi * 941 * t) + 0.3 * np.sin(2 * np.pi * 1336 * t), 8000)
+    beep = f"inputs=[{tmp_path / 'beep.wav'}]"
+    pics = run_cli("mmattn-viz", "what=attention", f"ckpt_path={ckpt}", beep, cwd=tmp_path)
+    assert pics.returncode == 0, pics.stderr[-3000:]
+    assert "beep.wav is at 8000 Hz; resampled to the model's 16000 Hz" in pics.stderr
+    assert "beep.wav lasts 0.50 s; centred in the model's 1 s" in pics.stderr
 
 
 @pytest.mark.slow

@@ -44,6 +44,14 @@ def test_train_then_eval_from_another_directory(run_cli, tiny_train, tmp_path: P
     names = [Path(line).name for line in pics.stdout.splitlines()]
     assert names == ["attention_0.png", "heads_0.png", "attention_1.png", "heads_1.png"]
     assert all(is_picture(tmp_path / "pics" / n) for n in names)
+    # A file of the user's, of another size than the model's: resized, with a warning naming it.
+    from PIL import Image
+
+    Image.new("RGB", (70, 50), (200, 30, 30)).save(tmp_path / "red.png")
+    pics = run_cli("mmattn-viz", *viz[:2], f"inputs=[{tmp_path / 'red.png'}]", "out_dir=mine", cwd=tmp_path)
+    assert pics.returncode == 0, pics.stderr[-3000:]
+    assert "red.png is 70 x 50 px; resized for the model's 32 px" in pics.stderr
+    assert (tmp_path / "mine" / "attention_0.png").is_file()
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

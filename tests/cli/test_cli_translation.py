@@ -61,6 +61,8 @@ def test_translation_demo_trains_and_translates(run_cli, env_data_dir: Path, tmp
     assert pics.returncode == 0, pics.stderr[-3000:]
     assert [Path(p).name for p in pics.stdout.splitlines()] == ["alignment_0.png", "alignment_1.png"]
     assert all(is_picture(tmp_path / "pics" / f"alignment_{i}.png") for i in range(2))
+    bad = run_cli("mmattn-viz", "what=attention", f"ckpt_path={ckpt}", "inputs=[x.txt]", cwd=tmp_path)
+    assert bad.returncode != 0 and "cannot read input files" in bad.stderr
 
     result = _translate([f"ckpt_path={ckpt}", "input=missing.txt"], cwd=tmp_path)
     assert result.returncode != 0 and "input file" in result.stderr and "missing.txt" in result.stderr
