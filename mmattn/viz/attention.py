@@ -18,6 +18,7 @@ from mmattn.viz.rollout import attention_rollout
 __all__ = [
     "alignment",
     "alignment_figure",
+    "alignment_heads_figure",
     "attention_figures",
     "classifier_figures",
     "classifier_maps",
@@ -54,15 +55,16 @@ def classifier_maps(net: nn.Module, x: Tensor) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def alignment(net: nn.Module, src: object, tgt_in: Tensor) -> Tensor:
-    """Cross-attention of an `EncoderDecoder`'s last decoder layer, averaged over heads, while it reads `tgt_in`
-    (teacher forcing): [B, T, S] target steps x source positions (encoder tokens)."""
+def alignment(net: nn.Module, src: object, tgt_in: Tensor, *, per_head: bool = False) -> Tensor:
+    """Cross-attention of an `EncoderDecoder`'s last decoder layer while it reads `tgt_in` (teacher forcing):
+    [B, T, S] target steps x source positions (encoder tokens), averaged over heads, or [B, H, T, S] per head."""
     names = [n for n in _attention_names(net) if n.startswith("decoder.") and n.endswith("cross_attn")]
     if not names:
         raise ValueError(f"{type(net).__name__} has no decoder cross-attention (EncoderDecoder)")
     with capture_attention(net, layers=[names[-1]]) as maps:
         net.eval()(src, tgt_in)
-    return maps[names[-1]][0].mean(dim=1)
+    weights = maps[names[-1]][0]
+    return weights if per_head else weights.mean(dim=1)
 
 
 def _attention_names(net: nn.Module) -> list[str]:
@@ -125,17 +127,8 @@ def classifier_figures(inputs: Tensor, maps: dict[str, Tensor], *, titles: Seque
             ax.set_title(f"{title}: {name}" if grid is None else name, fontsize=9)
         figures.append((f"attention_{i}", fig))
 
-        heads = maps["last"][i].cpu().float().numpy()
-        cols = min(4, heads.shape[0])
-        rows = -(-heads.shape[0] // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.8 * rows), squeeze=False, layout="constrained")
-        for h in range(rows * cols):
-            ax = axes[h // cols, h % cols]
-            ax.axis("off")
-            if h < heads.shape[0]:
-                ax.imshow(heads[h], cmap="viridis", origin=origin, aspect="auto")
-                ax.set_title(f"head {h}", fontsize=9)
-        fig.suptitle(f"{title}: last-layer attention of the class token, per head", fontsize=10)
+        heads_title = f"{title}: last-layer attention of the class token, per head"
+        fig = _head_grid(maps["last"][i], heads_title, cmap="viridis", origin=origin)
         figures.append((f"heads_{i}", fig))
     return figures
 
@@ -156,6 +149,30 @@ def alignment_figure(
     ax.set_xlabel(src_label)
     ax.set_ylabel("target (decoder input)")
     return fig
+
+
+def _head_grid(heads: Tensor, title: str, *, cmap: str, origin: str = "upper", vmin: float | None = None):
+    """One panel per head of maps [H, a, b], four to a row, as a matplotlib figure."""
+    from mmattn.viz import require_matplotlib
+
+    plt = require_matplotlib()
+    values = heads.cpu().float().numpy()
+    cols = min(4, values.shape[0])
+    rows = -(-values.shape[0] // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.7 * rows), squeeze=False, layout="constrained")
+    for h in range(rows * cols):
+        ax = axes[h // cols, h % cols]
+        ax.axis("off")
+        if h < values.shape[0]:
+            ax.imshow(values[h], cmap=cmap, origin=origin, vmin=vmin, aspect="auto")
+            ax.set_title(f"head {h}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def alignment_heads_figure(heads: Tensor, *, title: str = ""):
+    """The cross-attention of each head [H, T, S] in a grid (target down, source across), as a matplotlib figure."""
+    return _head_grid(heads, title or "cross-attention per head (target down, source across)", cmap="Greys", vmin=0)
 
 
 def _token_names(tokenizer: object, side: str, ids: list[int]) -> list[str]:
@@ -184,7 +201,8 @@ def attention_figures(
         src = {n: v[:k] for n, v in src.items()} if isinstance(src, dict) else src[:k]
         tok = module.tokenizer
         tgt_in = torch.cat([torch.full_like(tgt[:, :1], tok.bos_id), tgt[:, :-1]], dim=1)
-        weights = alignment(net, src, tgt_in)
+        heads = alignment(net, src, tgt_in, per_head=True)
+        weights = heads.mean(dim=1)
         figures = []
         for i in range(tgt.shape[0]):
             t = int((tgt[i] != tok.pad_id).sum())  # decoder inputs up to the one that produced EOS
@@ -197,6 +215,7 @@ def attention_figures(
             tgt_names = _token_names(tok, "tgt", tgt_in[i, :t].tolist())
             fig = alignment_figure(weights[i, :t, :s], src_names, tgt_names, src_label=label)
             figures.append((f"alignment_{i}", fig))
+            figures.append((f"alignment_heads_{i}", alignment_heads_figure(heads[i, :, :t, :s])))
         return figures
     x, y = batch[0][:k], batch[1][:k]
     if titles is None:

@@ -59,8 +59,9 @@ def test_translation_demo_trains_and_translates(run_cli, env_data_dir: Path, tmp
 
     pics = run_cli("mmattn-viz", "what=attention", f"ckpt_path={ckpt}", "num_samples=2", "out_dir=pics", cwd=tmp_path)
     assert pics.returncode == 0, pics.stderr[-3000:]
-    assert [Path(p).name for p in pics.stdout.splitlines()] == ["alignment_0.png", "alignment_1.png"]
-    assert all(is_picture(tmp_path / "pics" / f"alignment_{i}.png") for i in range(2))
+    names = [Path(p).name for p in pics.stdout.splitlines()]
+    assert names == ["alignment_0.png", "alignment_heads_0.png", "alignment_1.png", "alignment_heads_1.png"]
+    assert all(is_picture(tmp_path / "pics" / n) for n in names)
     bad = run_cli("mmattn-viz", "what=attention", f"ckpt_path={ckpt}", "inputs=[x.txt]", cwd=tmp_path)
     assert bad.returncode != 0 and "cannot read input files" in bad.stderr
 
