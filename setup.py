@@ -12,4 +12,4 @@ config_packages = ["mmattn.configs"] + sorted(
     if p.is_dir() and p.name != "__pycache__" and any(p.glob("*.yaml"))
 )
 
-setup(packages=find_packages(include=["mmattn", "mmattn.*", "tasks", "tasks.*"]) + config_packages)
+setup(packages=find_packages(include=["mmattn", "mmattn.*"]) + config_packages)

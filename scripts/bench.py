@@ -237,7 +237,7 @@ def bench_vit(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """One AdamW training step of our ViT-Tiny against the timm model it was built from (same config and weights)."""
     import timm
 
-    from tasks.vision import ViT
+    from mmattn.tasks.vision import ViT
 
     batch = 2 if args.quick else 32
     warmup, repeats = (1, args.repeats or 2) if args.quick else (2, args.repeats or 7)
@@ -437,8 +437,8 @@ def _audio_case(
     name: str, seconds: float, frames: int, model_kwargs: dict, folder: Path, args: argparse.Namespace, device
 ) -> dict[str, Any]:
     """One case of `bench_audio`: pipeline and training clips/s at one clip length and model size."""
-    from tasks.audio import AST, AudioFeatures
-    from tasks.audio.io import fix_length, read_audio
+    from mmattn.tasks.audio import AST, AudioFeatures
+    from mmattn.tasks.audio.io import fix_length, read_audio
 
     sample_rate = 16000
     batch = 4 if args.quick else (8 if seconds > 5 else 32)

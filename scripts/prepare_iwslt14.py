@@ -75,8 +75,8 @@ def prepare(
             (out / f"{split}.{lang}").write_text(text, encoding="utf-8")
     if tokenizer:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tasks.translation import Seq2SeqTokenizer
-        from tasks.translation.text import read_parallel
+        from mmattn.tasks.translation import Seq2SeqTokenizer
+        from mmattn.tasks.translation.text import read_parallel
 
         src, tgt = read_parallel(out / "train.de", out / "train.en")
         Seq2SeqTokenizer.train(src, tgt, vocab_size=vocab_size, joint=True).save(out / "tokenizer")

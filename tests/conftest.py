@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-from mmattn_testing import HELPERS, TINY_TRAIN, cli_path, metric_steps
+from mmattn_testing import FAMILIES, HELPERS, TINY_TRAIN, cli_path, compose_config, metric_steps
 from omegaconf import DictConfig, open_dict
-
-
-def compose_config(config_name: str, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
-    """Compose `configs/<config_name>.yaml` with `overrides`, the way the CLI does, without running a job."""
-    GlobalHydra.instance().clear()
-    with initialize_config_module("mmattn.configs", version_base="1.3"):
-        return compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 @pytest.fixture
@@ -67,7 +58,8 @@ def run_cli(env_data_dir: Path) -> Callable[..., subprocess.CompletedProcess]:
     """Run a console script with arguments in `cwd`; return the finished process (stdout+stderr captured)."""
 
     def run(name: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+        # What a user sees: errors from mmattn's own checks as one line (tracebacks only for the unexpected).
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("MMATTN_RUN_DIR", None)
         return subprocess.run(
             [cli_path(name), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
@@ -79,7 +71,7 @@ def run_cli(env_data_dir: Path) -> Callable[..., subprocess.CompletedProcess]:
 @pytest.fixture
 def probe_env(env_data_dir: Path) -> dict[str, str]:
     """Environment for CLI subprocesses that use the callbacks of tests/helpers/mmattn_probes.py."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MMATTN_RUN_DIR", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HELPERS), env.get("PYTHONPATH")]))
     return env
@@ -89,3 +81,25 @@ def probe_env(env_data_dir: Path) -> dict[str, str]:
 def csv_steps() -> Callable[[Path], dict[str, list[int]]]:
     """`metric_steps` as a fixture."""
     return metric_steps
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Callable[[str], Path]:
+    """`trained_run(family)`: the run directory of a tiny finished mmattn-train run of that family's demo, trained
+    in-process once per session and shared (tests must not change it)."""
+    from mmattn.cli.train import train
+
+    runs: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in runs:
+            root = tmp_path_factory.mktemp(f"run_{family}")
+            cfg = compose_config("train", [*FAMILIES[family], f"paths.data_dir={data_dir}"])
+            with open_dict(cfg):
+                cfg.paths.output_dir = str(root / "run")
+                cfg.paths.log_dir = str(root / "logs")
+            train(cfg)
+            runs[family] = root / "run"
+        return runs[family]
+
+    return get

@@ -44,8 +44,10 @@ def test_wheel_contains_packages_and_configs(tmp_path):
     log = result.stdout + result.stderr
     assert "absent from the `packages` configuration" not in log and "License classifiers" not in log
     assert "project.license` as a TOML table is deprecated" not in log
-    for module in ("mmattn/nn/attention.py", "mmattn/cli/train.py", "tasks/vision/vit.py"):
+    for module in ("mmattn/nn/attention.py", "mmattn/cli/train.py", "mmattn/tasks/vision/vit.py"):
         assert module in names
+    # No generic top-level package besides mmattn: a `tasks` package would collide with others in site-packages.
+    assert {n.split("/")[0] for n in names if n.endswith(".py")} == {"mmattn"}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "mmattn-train = mmattn.cli.train:main" in text and "mmattn-eval = mmattn.cli.eval:main" in text
@@ -53,3 +55,22 @@ def test_wheel_contains_packages_and_configs(tmp_path):
     assert "mmattn-generate = mmattn.cli.generate:main" in text
     assert "mmattn-transcribe = mmattn.cli.transcribe:main" in text
     assert "mmattn-viz = mmattn.cli.viz:main" in text
+
+
+def test_the_core_never_imports_the_adapters() -> None:
+    # DESIGN.md's layering: mmattn's core reaches the modality adapters (mmattn/tasks) only through config targets,
+    # and mmattn/nn imports nothing of mmattn but itself.
+    import ast
+
+    core = [p for p in (ROOT / "mmattn").rglob("*.py") if "tasks" not in p.relative_to(ROOT / "mmattn").parts]
+    assert len(core) > 40
+    for path in core:
+        names = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.append(node.module)
+            elif isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+        assert not [n for n in names if n.startswith("mmattn.tasks")], f"{path} imports an adapter"
+        if "nn" == path.parent.name:
+            assert not [n for n in names if n.startswith("mmattn.") and not n.startswith("mmattn.nn")], path

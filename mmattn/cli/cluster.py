@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -152,9 +151,9 @@ def check_slurm_launcher(cfg: DictConfig) -> None:
 
 def _fail(error: ConfigError) -> None:
     """Print the one-line message and exit with status 2, before Hydra creates a run directory or submits a job."""
-    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "mmattn"
-    print(f"{prog}: error: {error}", file=sys.stderr)
-    raise SystemExit(2)
+    from mmattn.cli.errors import fail
+
+    fail(str(error), status=2)
 
 
 class PreflightChecks(Callback):

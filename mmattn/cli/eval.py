@@ -8,58 +8,22 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mmattn.cli.errors import one_line_errors, run_cli
 
-def load_run_config(ckpt_path: str | Path) -> dict[str, Any]:
-    """Read the training config that mmattn-train stored in a checkpoint.
 
-    Raises:
-        ValueError: The checkpoint holds no mmattn config (it was not written by mmattn-train), or it is a sharded
-            FSDP folder (the message gives the command that merges it).
+def load_checkpoint_module(cfg: DictConfig, kinds: tuple[type, ...] | None = None, hint: str = "") -> tuple[Any, str]:
+    """The LightningModule of `cfg.ckpt_path` on `cfg.device` (or the CPU) and the checkpoint's resolved path.
+
+    Only what `mmattn.build` allows is rebuilt, with `cfg.trust` as the user's extra trusted packages; the module's
+    `run_config` is the config stored in the checkpoint.
     """
-    import torch
-
-    from mmattn.lit import CONFIG_KEY
-
-    if Path(ckpt_path).is_dir():
-        raise ValueError(
-            f"{ckpt_path} is a sharded (FSDP) checkpoint folder; merge it into one file first: python -m "
-            f"lightning.pytorch.utilities.consolidate_checkpoint {ckpt_path} --output_file {ckpt_path}.consolidated"
-        )
-    # weights_only: the stored config is plain data, so the safe loader suffices and no code is unpickled.
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    config = checkpoint.get(CONFIG_KEY)
-    if not isinstance(config, dict) or "model" not in config or "module" not in config:
-        raise ValueError(
-            f"{ckpt_path} holds no '{CONFIG_KEY}' entry with the model and module configs, so the model cannot be "
-            "rebuilt; use a checkpoint written by mmattn-train"
-        )
-    return config
-
-
-def load_module(ckpt: str, device: str, *, needs: str | None = None, refusal: str = "") -> Any:
-    """The LightningModule of a checkpoint from mmattn-train, rebuilt from its stored config, for inference.
-
-    Args:
-        ckpt: `ckpt_path` as the user gave it (a file, or what `resolve_ckpt_path` accepts).
-        device: Where to map the weights.
-        needs: An attribute the module class must have for this command (e.g. "translate"); None = any module.
-        refusal: What the error says otherwise, after "holds a <class>, which", e.g. "does not translate; use ...".
-
-    Raises:
-        ValueError: The checkpoint's module lacks `needs`, or the checkpoint was not written by mmattn-train.
-    """
-    from hydra.utils import get_class, instantiate
-
+    from mmattn.checkpoint import load_module
     from mmattn.cli.utils import resolve_ckpt_path
 
-    ckpt_path = resolve_ckpt_path(ckpt, trainer=None)
-    stored = load_run_config(ckpt_path)
-    module_cls = get_class(stored["module"]["_target_"])
-    if needs is not None and not hasattr(module_cls, needs):
-        raise ValueError(f"{ckpt_path} holds a {module_cls.__name__}, which {refusal}")
-    return module_cls.load_from_checkpoint(
-        ckpt_path, map_location=device, weights_only=True, net=instantiate(stored["model"])
-    )
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, trainer=None)
+    trust = tuple(cfg.get("trust") or ())
+    module = load_module(ckpt_path, device=cfg.get("device") or "cpu", trust=trust, kinds=kinds, hint=hint)
+    return module, ckpt_path
 
 
 def data_config(cfg: DictConfig, stored: dict[str, Any]) -> DictConfig:
@@ -85,23 +49,22 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         Flat `{name: value}` of the test metrics (also written to `<run dir>/metrics.json` by rank 0).
     """
     import lightning.pytorch as pl
-    from hydra.utils import get_class, instantiate
 
+    from mmattn.build import safe_instantiate, trusting
+    from mmattn.checkpoint import CONFIG_KEY
     from mmattn.cli import utils
 
     utils.use_hydra_logging()
     utils.make_paths_absolute(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    ckpt_path = utils.resolve_ckpt_path(cfg.ckpt_path, trainer=None)
-    stored = load_run_config(ckpt_path)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
-    data_cfg = data_config(cfg, stored)
-    datamodule = instantiate(data_cfg)
-    net = instantiate(stored["model"])
-    module_cls = get_class(stored["module"]["_target_"])
-    module = module_cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True, net=net)
+    module, ckpt_path = load_checkpoint_module(cfg)
+    data_cfg = data_config(cfg, module.run_config)
+    # A data option chosen on this command line is the user's own config; the checkpoint's is checked like its model.
+    with trusting(everything=cfg.get("data") is not None and "_target_" in cfg.data):
+        datamodule = safe_instantiate(data_cfg, where=f"{ckpt_path}: {CONFIG_KEY}.data", trust=cfg.trust)
     callbacks = utils.instantiate_group(cfg.get("callbacks"), pl.Callback)
     loggers = utils.instantiate_group(cfg.get("logger"), pl.loggers.Logger)
     trainer = utils.build_trainer(cfg, callbacks, loggers)
@@ -116,6 +79,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mmattn.configs", config_name="eval")
+@one_line_errors
 def _main(cfg: DictConfig) -> None:
     """Hydra entry point; see configs/eval.yaml for the options."""
     evaluate(cfg)
@@ -123,7 +87,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script `mmattn-eval` (also `python -m mmattn.eval`)."""
-    _main()
+    run_cli(_main)
 
 
 if __name__ == "__main__":

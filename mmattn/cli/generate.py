@@ -7,6 +7,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from mmattn.cli.errors import one_line_errors, run_cli
+
 SAMPLING_OVERRIDES = ("temperature", "top_k", "top_p", "max_new_tokens")
 
 
@@ -22,11 +24,11 @@ def generate(cfg: DictConfig) -> list[str]:
     Raises:
         ValueError: The checkpoint does not hold a language model.
     """
-    from mmattn.cli.eval import load_module
+    from mmattn.cli.eval import load_checkpoint_module
+    from mmattn.lit import LanguageModelModule
 
-    # `sampling_keys` marks a language model (Seq2SeqModule has a `generate` too, of another kind).
-    refusal = "does not sample text; use a language-model run (e.g. experiment=lm_demo)"
-    module = load_module(cfg.ckpt_path, cfg.device, needs="sampling_keys", refusal=refusal)
+    hint = "; mmattn-generate needs a language-model run (e.g. experiment=lm_demo)"
+    module, _ = load_checkpoint_module(cfg, (LanguageModelModule,), hint)
     overrides = {key: cfg.get(key) for key in SAMPLING_OVERRIDES if cfg.get(key) is not None}
     samples = module.to(cfg.device).generate(
         [str(cfg.prompt)],
@@ -41,6 +43,7 @@ def generate(cfg: DictConfig) -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mmattn.configs", config_name="generate")
+@one_line_errors
 def _main(cfg: DictConfig) -> None:
     """Hydra entry point; see configs/generate.yaml for the options."""
     generate(cfg)
@@ -48,7 +51,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script `mmattn-generate` (also `python -m mmattn.generate`)."""
-    _main()
+    run_cli(_main)
 
 
 if __name__ == "__main__":

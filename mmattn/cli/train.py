@@ -7,6 +7,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from mmattn.cli.errors import one_line_errors, run_cli
+
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured module on the configured data, optionally test the best checkpoint; return final metrics.
@@ -23,12 +25,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
     from mmattn.cli import cluster, utils
+    from mmattn.cli.selection import resolve_monitors
     from mmattn.lit import ConfigInCheckpoint
 
     utils.use_hydra_logging()
     utils.make_paths_absolute(cfg)
     cluster.adopt_submitit_local_tasks()
     run_dir = Path(cfg.paths.output_dir)
+    resolve_monitors(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
@@ -64,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mmattn.configs", config_name="train")
+@one_line_errors
 def _main(cfg: DictConfig) -> None:
     """Hydra entry point; see configs/train.yaml for the options."""
     train(cfg)
@@ -71,7 +76,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script `mmattn-train` (also `python -m mmattn.train`)."""
-    _main()
+    run_cli(_main)
 
 
 if __name__ == "__main__":

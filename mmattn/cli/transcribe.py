@@ -8,6 +8,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from mmattn.cli.errors import one_line_errors, run_cli
+
 DECODING_OVERRIDES = ("method", "beam_size", "length_penalty", "max_len_a", "max_len_b")
 # Hydra's own flags that take the next argument as their value (it is not a file to transcribe).
 _HYDRA_VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
@@ -41,7 +43,8 @@ def transcribe(cfg: DictConfig, files: list[str] | None = None) -> list[str]:
         ValueError: No file given, or the checkpoint's model does not read files.
         FileNotFoundError: A file does not exist (checked before anything is decoded).
     """
-    from mmattn.cli.eval import load_module
+    from mmattn.cli.eval import load_checkpoint_module
+    from mmattn.lit import Seq2SeqModule
 
     paths = [str(Path(p).expanduser()) for p in [*(cfg.files or []), *(files or [])]]
     if not paths:
@@ -49,7 +52,7 @@ def transcribe(cfg: DictConfig, files: list[str] | None = None) -> list[str]:
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"audio file {missing[0]} does not exist ({len(missing)} of {len(paths)} missing)")
-    module = load_module(cfg.ckpt_path, cfg.device, needs="transcribe", refusal="does not transcribe; use a speech run")
+    module, _ = load_checkpoint_module(cfg, (Seq2SeqModule,), "; mmattn-transcribe needs a speech run")
     for key in DECODING_OVERRIDES:
         if cfg.get(key) is not None:
             module.decoding[key] = cfg[key]
@@ -61,6 +64,7 @@ def transcribe(cfg: DictConfig, files: list[str] | None = None) -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mmattn.configs", config_name="transcribe")
+@one_line_errors
 def _main(cfg: DictConfig) -> None:
     """Hydra entry point; see configs/transcribe.yaml for the options."""
     transcribe(cfg, _POSITIONAL)
@@ -71,7 +75,7 @@ def main() -> None:
     hydra_args, files = split_argv(sys.argv[1:])
     _POSITIONAL[:] = files
     sys.argv = [sys.argv[0], *hydra_args]
-    _main()
+    run_cli(_main)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from mmattn.cli.errors import one_line_errors, run_cli
+
 DECODING_OVERRIDES = ("beam_size", "length_penalty", "max_len_a", "max_len_b")
 
 
@@ -20,9 +22,10 @@ def translate(cfg: DictConfig) -> list[str]:
     Returns:
         The translations, in input order.
     """
-    from mmattn.cli.eval import load_module
+    from mmattn.cli.eval import load_checkpoint_module
+    from mmattn.lit import Seq2SeqModule
 
-    module = load_module(cfg.ckpt_path, cfg.device, needs="translate", refusal="does not translate; use a seq2seq run")
+    module, _ = load_checkpoint_module(cfg, (Seq2SeqModule,), "; mmattn-translate needs a translation run")
     for key in DECODING_OVERRIDES:
         if cfg.get(key) is not None:
             module.decoding[key] = cfg[key]
@@ -44,6 +47,7 @@ def translate(cfg: DictConfig) -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mmattn.configs", config_name="translate")
+@one_line_errors
 def _main(cfg: DictConfig) -> None:
     """Hydra entry point; see configs/translate.yaml for the options."""
     translate(cfg)
@@ -51,7 +55,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script `mmattn-translate` (also `python -m mmattn.translate`)."""
-    _main()
+    run_cli(_main)
 
 
 if __name__ == "__main__":

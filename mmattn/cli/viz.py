@@ -9,6 +9,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from mmattn.cli.errors import one_line_errors, run_cli
+
 WHAT = ("positions", "attention")
 log = logging.getLogger(__name__)
 
@@ -32,9 +34,9 @@ def _positions(cfg: DictConfig) -> list[Path]:
 
     learned = None
     if cfg.ckpt_path is not None:
-        from mmattn.cli.eval import load_module
+        from mmattn.cli.eval import load_checkpoint_module
 
-        learned = learned_tables(load_module(cfg.ckpt_path, "cpu").net)
+        learned = learned_tables(load_checkpoint_module(cfg)[0].net)
         if not learned:
             log.warning(f"{cfg.ckpt_path} has no learned position table; drawing the fixed encodings only")
     return write_position_pictures(
@@ -49,17 +51,17 @@ def _positions(cfg: DictConfig) -> list[Path]:
 def _attention(cfg: DictConfig) -> list[Path]:
     """Attention maps of `cfg.num_samples` validation examples of the checkpoint's own data."""
     import torch
-    from hydra.utils import instantiate
 
-    from mmattn.cli.eval import load_module, load_run_config
-    from mmattn.cli.utils import resolve_ckpt_path
+    from mmattn.build import safe_instantiate
+    from mmattn.cli.eval import load_checkpoint_module
     from mmattn.viz.attention import attention_figures, save_figures
 
     if cfg.ckpt_path is None:
         raise ValueError("what=attention needs ckpt_path=<checkpoint from mmattn-train>")
-    module = load_module(cfg.ckpt_path, "cpu")
-    stored = load_run_config(resolve_ckpt_path(cfg.ckpt_path, trainer=None))
-    datamodule = instantiate(stored["data"])
+    module, ckpt_path = load_checkpoint_module(cfg)
+    if "data" not in module.run_config:
+        raise ValueError(f"{ckpt_path} stores no data config, so there is nothing to draw from")
+    datamodule = safe_instantiate(module.run_config["data"], where=f"{ckpt_path}: data", trust=cfg.trust)
     if cfg.inputs:
         # Files of the user's, read as the model's own evaluation data is (resized / resampled with a warning).
         if not callable(getattr(datamodule, "load_inputs", None)):
@@ -80,6 +82,7 @@ def _attention(cfg: DictConfig) -> list[Path]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mmattn.configs", config_name="viz")
+@one_line_errors
 def _main(cfg: DictConfig) -> None:
     """Hydra entry point; see configs/viz.yaml for the options."""
     visualize(cfg)
@@ -87,7 +90,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script `mmattn-viz` (also `python -m mmattn.viz`)."""
-    _main()
+    run_cli(_main)
 
 
 if __name__ == "__main__":

@@ -9,3 +9,6 @@ from mmattn.data.sampler import TokenBudgetBatchSampler as TokenBudgetBatchSampl
 from mmattn.data.sampler import TokenBudgetLoaders as TokenBudgetLoaders
 from mmattn.data.sampler import token_budget_loader as token_budget_loader
 from mmattn.data.sampler import token_budget_shard as token_budget_shard
+from mmattn.data.skipping import BadFile as BadFile
+from mmattn.data.skipping import SkippingDataLoader as SkippingDataLoader
+from mmattn.data.skipping import collate_skipping as collate_skipping

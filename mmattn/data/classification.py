@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 __all__ = ["ClassificationDataModule"]
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class ClassificationDataModule(L.LightningDataModule, ABC):
     """Base of every `(inputs, labels)` datamodule that `mmattn.lit.ClassificationModule` trains on.
 
     Subclasses implement `_load()`, returning the train/val/test datasets and the class names; this class checks them
@@ -59,10 +60,9 @@ class ClassificationDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
+    @abstractmethod
     def _load(self) -> tuple[Dataset, Dataset, Dataset | None, list[str]]:
         """Return (train, val, test or None, class names); a missing test split is tested on val."""
-        # The base class only shares bookkeeping and loaders; each subclass says where its data comes from.
-        raise TypeError(f"{type(self).__name__} must define _load(); use one of the concrete datamodules")
 
     def setup(self, stage: str | None = None) -> None:
         """Load the datasets (once) and set `classes` and `num_classes`."""

@@ -7,13 +7,15 @@ callers (DDP ranks, parallel test processes, several nodes on a shared file syst
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+
+from filelock import FileLock
 
 MARKER_NAME = ".complete"
 
@@ -54,7 +56,8 @@ def ensure_dataset(root: Path | str, generate: Callable[[Path], None], *, name: 
 
     `generate(tmp_dir)` writes the whole tree into an empty temporary folder next to `root`; that folder gets a
     `.complete` marker holding `name` and `version` and is then renamed to `root`. Concurrent callers serialise on
-    an `fcntl.flock` lock file beside `root`: one generates, the others wait and reuse its result.
+    a lock file beside `root` (`filelock`, which works on every OS): one generates, the others wait and reuse its
+    result.
 
     Args:
         root: Folder that will hold the dataset, e.g. `data/shapes`.
@@ -75,38 +78,33 @@ def ensure_dataset(root: Path | str, generate: Callable[[Path], None], *, name: 
         return root
 
     root.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = root.parent / f".{root.name}.lock"
-    with open(lock_path, "a") as lock_file:
-        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+    with FileLock(root.parent / f".{root.name}.lock"):
+        # Another process may have finished while we waited for the lock.
+        if _check_existing(root, name, version):
+            return root
+        # Holding the lock means nobody else is generating, so leftovers are from a crashed run.
+        for stale in root.parent.glob(f".{root.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
         try:
-            # Another process may have finished while we waited for the lock.
-            if _check_existing(root, name, version):
-                return root
-            # Holding the lock means nobody else is generating, so leftovers are from a crashed run.
-            for stale in root.parent.glob(f".{root.name}.tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            tmp.mkdir()
-            try:
-                generate(tmp)
-                (tmp / MARKER_NAME).write_text(json.dumps({"name": name, "version": version}) + "\n")
-                os.rename(tmp, root)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-        finally:
-            fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+            generate(tmp)
+            (tmp / MARKER_NAME).write_text(json.dumps({"name": name, "version": version}) + "\n")
+            os.rename(tmp, root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return root
 
 
-class GeneratedData:
+class GeneratedData(ABC):
     """LightningDataModule mixin for data a generator writes once: `ensure_data()` runs before `prepare_data` and
     `setup` of the datamodule it precedes in the bases (prepare_data runs on one process per node only, so setup
     checks again)."""
 
+    @abstractmethod
     def ensure_data(self) -> None:
         """Write the data when missing, or raise naming the folder and the option that generates it."""
-        raise NotImplementedError
 
     def prepare_data(self) -> None:
         """Generate the data (write-once, process-safe), then the datamodule's own preparation."""

@@ -21,6 +21,7 @@ Using it with Lightning (checked against lightning 2.6):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -252,7 +253,7 @@ def token_budget_loader(
     )
 
 
-class TokenBudgetLoaders:
+class TokenBudgetLoaders(ABC):
     """LightningDataModule mixin: train/val/test loaders of token-budget batches over `self.datasets[split]`.
 
     The datamodule provides `datasets` (split -> dataset with a `lengths()` method), `seed`, `num_workers`,
@@ -264,9 +265,9 @@ class TokenBudgetLoaders:
     num_workers: int
     pin_memory: bool
 
+    @abstractmethod
     def loader_options(self) -> tuple[int, int | None, Any]:
         """(budget per batch, cap on examples per batch or None, collate function)."""
-        raise NotImplementedError
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if not self.datasets:

@@ -12,7 +12,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from typing_extensions import override
 
-CONFIG_KEY = "mmattn_config"
+from mmattn.checkpoint import CONFIG_KEY
 
 
 class NonFiniteLossError(FloatingPointError):

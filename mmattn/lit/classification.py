@@ -18,6 +18,12 @@ from mmattn.lit.optim import configure_optimization
 Batch = Sequence[torch.Tensor]
 
 
+def _accuracy_names(top_k: Sequence[int], num_classes: int) -> dict[str, int]:
+    """`{metric name: k}` of the top-k accuracies reported on val/test: acc (k=1), acc_top{k} for k < num_classes."""
+    names = {("acc" if k == 1 else f"acc_top{k}"): k for k in sorted({int(k) for k in top_k})}
+    return {name: k for name, k in names.items() if k == 1 or k < num_classes}
+
+
 class ClassificationModule(LightningModule):
     """Supervised classification of `(inputs, labels)` batches with a built network `net` that returns logits.
 
@@ -102,10 +108,20 @@ class ClassificationModule(LightningModule):
         )
 
         self.train_metrics = MetricCollection({"acc": self._accuracy(1)}, prefix="train/")
-        val_test = {("acc" if k == 1 else f"acc_top{k}"): k for k in sorted({int(k) for k in top_k})}
-        val_test = {name: k for name, k in val_test.items() if k == 1 or k < self.num_classes}
+        val_test = _accuracy_names(top_k, self.num_classes)
         self.val_metrics = MetricCollection({n: self._accuracy(k) for n, k in val_test.items()}, prefix="val/")
         self.test_metrics = MetricCollection({n: self._accuracy(k) for n, k in val_test.items()}, prefix="test/")
+
+    @classmethod
+    def metric_modes(cls, options: Mapping[str, Any]) -> dict[str, str]:
+        """The validation keys a module built with `options` (its config) logs, each with "min" or "max"."""
+        names = _accuracy_names(options.get("top_k", (1, 5)), int(options["num_classes"]))
+        return {"val/loss": "min", **{f"val/{name}": "max" for name in names}}
+
+    @classmethod
+    def default_monitor(cls, options: Mapping[str, Any]) -> str:
+        """The key checkpoints select by unless the config names one: top-1 accuracy."""
+        return "val/acc"
 
     def _accuracy(self, k: int) -> MulticlassAccuracy:
         """Micro-averaged (plain) top-k accuracy."""

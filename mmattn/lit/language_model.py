@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.text import Perplexity
 
+from mmattn.build import resolve_function
 from mmattn.lit.optim import configure_optimization
 from mmattn.lit.tokenizer_state import CarriesTokenizer, adopt_tokenizer
 from mmattn.models.sampling import sample_tokens
@@ -32,16 +33,12 @@ SAMPLE_EVAL_KEYS = ("check", "name", "num_samples", "prompt", "seed", "show")
 def _resolve_check(check: Any) -> Callable[[str], bool]:
     """The sample check as a callable: given as one, or as the dotted name of a function."""
     if isinstance(check, str):
-        from hydra.utils import get_method
-
-        try:
-            return get_method(check)
-        except Exception as e:
-            raise ValueError(f"module.sample_eval.check {check!r} does not name an importable function: {e}") from e
+        # A checkpoint's hyperparameters name it too: only functions of mmattn or of trusted packages are called.
+        return resolve_function(check, where="module.sample_eval.check")
     if not callable(check):
         raise ValueError(
             "module.sample_eval.check must be a callable text -> bool or its dotted name, e.g. "
-            f"tasks.text.is_scan_command; got {check!r}"
+            f"mmattn.tasks.text.is_scan_command; got {check!r}"
         )
     return check
 
@@ -59,8 +56,8 @@ def _check_name(check: Callable[[str], bool]) -> str | None:
 class LanguageModelModule(CarriesTokenizer, LightningModule):
     """Causal language modelling for a net mapping ids [B, T] to logits [B, T, V] (`mmattn.models.DecoderOnly`).
 
-    The tokenizer comes from the datamodule (`datamodule.tokenizer`) or the checkpoint; it needs `pad_id`,
-    `bos_id`, `eos_id`, `encode(text)`, `decode_batch(ids)`, `to_dict()` and `from_dict` (`tasks.text.TextTokenizer`).
+    The tokenizer comes from the datamodule (`datamodule.tokenizer`) or the checkpoint; it needs `pad_id`, `bos_id`,
+    `eos_id`, `encode(text)`, `decode_batch(ids)`, `to_dict()` and `from_dict` (`mmattn.tasks.text.TextTokenizer`).
 
     Args:
         net: The network.
@@ -125,6 +122,19 @@ class LanguageModelModule(CarriesTokenizer, LightningModule):
         self.save_hyperparameters(hparams)
         self.val_ppl = Perplexity()
         self.test_ppl = Perplexity()
+
+    @classmethod
+    def metric_modes(cls, options: Mapping[str, Any]) -> dict[str, str]:
+        """The validation keys a module built with `options` (its config) logs, each with "min" or "max"."""
+        modes = {"val/loss": "min", "val/ppl": "min"}
+        if options.get("sample_eval"):
+            modes[f"val/{options['sample_eval'].get('name', 'valid')}"] = "max"
+        return modes
+
+    @classmethod
+    def default_monitor(cls, options: Mapping[str, Any]) -> str:
+        """The key checkpoints select by unless the config names one: the validation loss."""
+        return "val/loss"
 
     @staticmethod
     def _check_sampling(options: Mapping[str, Any]) -> None:

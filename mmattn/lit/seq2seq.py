@@ -27,6 +27,8 @@ DECODING_METHODS = ("attention", "ctc")
 METRICS = ("bleu", "chrf", "exact", "wer", "cer")
 # Metrics that take one reference per hypothesis (the others take a list of references each).
 _SINGLE_REFERENCE = ("exact", "wer", "cer")
+# Error rates: lower is better (the other metrics are scores).
+_LOWER_IS_BETTER = ("wer", "cer")
 # BLEU and chrF on sacrebleu's 0-100 scale; the rest are fractions.
 _PERCENT = ("bleu", "chrf")
 
@@ -137,6 +139,24 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
         )
         self.val_metrics = self._metrics(metrics, "val/")
         self.test_metrics = self._metrics(metrics, "test/")
+
+    @classmethod
+    def metric_modes(cls, options: Mapping[str, Any]) -> dict[str, str]:
+        """The validation keys a module built with `options` (its config) logs, each with "min" or "max"."""
+        modes = {"val/loss": "min"}
+        ctc_weight = float(options.get("ctc_weight") or 0.0)
+        if 0 < ctc_weight:
+            modes["val/ctc_loss"] = "min"
+            if ctc_weight < 1:
+                modes["val/att_loss"] = "min"
+        for name in options.get("metrics", ("bleu", "exact")):
+            modes[f"val/{name}"] = "min" if name in _LOWER_IS_BETTER else "max"
+        return modes
+
+    @classmethod
+    def default_monitor(cls, options: Mapping[str, Any]) -> str:
+        """The key checkpoints select by unless the config names one: the first of `metrics`."""
+        return f"val/{list(options.get('metrics', ('bleu', 'exact')))[0]}"
 
     @staticmethod
     def _metrics(names: Sequence[str], prefix: str) -> MetricCollection:
@@ -297,7 +317,7 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
         """Decode files (e.g. audio) through the net's source adapter; one output text per file, in order.
 
         The adapter reads a file with `read_file(path)` and batches what it read with `collate(items)`, so the module
-        needs nothing modality-specific (`tasks.speech.SpeechFrontEnd` reads audio at its sample rate).
+        needs nothing modality-specific (`mmattn.tasks.speech.SpeechFrontEnd` reads audio at its sample rate).
 
         Raises:
             ValueError: The net has no source adapter that reads files, or there is no tokenizer.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hydra.utils import get_class
+from mmattn.build import resolve_class
 
 __all__ = ["TOKENIZER_KEY", "CarriesTokenizer", "adopt_tokenizer", "store_tokenizer", "tokenizer_from_checkpoint"]
 
@@ -51,8 +51,10 @@ def store_tokenizer(checkpoint: dict[str, Any], tokenizer: Any) -> None:
 def tokenizer_from_checkpoint(checkpoint: Mapping[str, Any]) -> Any:
     """The tokenizer stored in `checkpoint` by `store_tokenizer`.
 
+    The stored class is built only from mmattn itself or a package the user trusts (`mmattn.build`).
+
     Raises:
-        ValueError: The checkpoint carries no tokenizer.
+        ValueError: The checkpoint carries no tokenizer, or names a class that is not trusted.
     """
     stored = checkpoint.get(TOKENIZER_KEY)
     if stored is None:
@@ -61,7 +63,8 @@ def tokenizer_from_checkpoint(checkpoint: Mapping[str, Any]) -> Any:
             "use a checkpoint from mmattn-train"
         )
     stored = dict(stored)
-    return get_class(stored.pop("class")).from_dict(stored)
+    cls = resolve_class(str(stored.pop("class")), where=f"{TOKENIZER_KEY}.class", kinds=(object,), first_party=True)
+    return cls.from_dict(stored)
 
 
 class CarriesTokenizer:

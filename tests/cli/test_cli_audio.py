@@ -8,23 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from mmattn_testing import is_picture
-
-# The DTMF sizes must be the same in every test that uses the session data directory (the demo is written once).
-TINY_AUDIO = [
-    "experiment=audio_demo",
-    "data.train_per_class=3",
-    "data.val_per_class=2",
-    "data.test_per_class=1",
-    "data.batch_size=8",
-    "model.dim=32",
-    "model.depth=1",
-    "model.num_heads=2",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=2",
-    "+trainer.limit_val_batches=1",
-    "+trainer.limit_test_batches=1",
-]
+from mmattn_testing import TINY_AUDIO, is_picture
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from mmattn.cli.selection import resolve_monitors
 from mmattn.lit import ClassificationModule
 
 CONFIGS = Path(str(files("mmattn.configs")))
@@ -150,6 +151,7 @@ def test_logger_options_instantiate(compose_cfg, option: str, tmp_path: Path) ->
 def test_callback_options_instantiate(compose_cfg, option: str, tmp_path: Path) -> None:
     cfg = compose_cfg("train", [f"callbacks={option}"])
     _paths(cfg, tmp_path)
+    resolve_monitors(cfg)
     callbacks = [instantiate(node) for node in cfg.callbacks.values()]
     assert callbacks and all(isinstance(cb, pl.Callback) for cb in callbacks)
 
@@ -157,11 +159,12 @@ def test_callback_options_instantiate(compose_cfg, option: str, tmp_path: Path) 
 def test_default_callbacks_checkpoint_into_the_run_dir(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg("train")
     _paths(cfg, tmp_path)
+    resolve_monitors(cfg)
     best = instantiate(cfg.callbacks.model_checkpoint)
     last = instantiate(cfg.callbacks.last_checkpoint)
     preemption = instantiate(cfg.callbacks.preemption)
     assert best.dirpath == last.dirpath == str(tmp_path / "run" / "checkpoints") == str(preemption.dirpath)
-    assert best.monitor == "val/acc" and not best.save_last
+    assert best.monitor == "val/acc" and best.mode == "max" and not best.save_last
     assert last.save_last and last.CHECKPOINT_NAME_LAST == "last" and last._train_time_interval.total_seconds() == 1800
     assert preemption.ckpt_path == tmp_path / "run" / "checkpoints" / "preempted.ckpt"
 
@@ -176,13 +179,15 @@ def test_no_experiment_is_the_vision_demo(compose_cfg) -> None:
 def test_experiments_compose(compose_cfg, option: str) -> None:
     cfg = compose_cfg("train", [f"experiment={option}"], return_hydra_config=True)
     assert cfg.hydra.runtime.choices.experiment == option
+    resolve_monitors(cfg)
     if cfg.module._target_ == "mmattn.lit.Seq2SeqModule":
         assert cfg.model.tgt_vocab_size == cfg.data.vocab_size
         assert cfg.trainer.use_distributed_sampler is False  # the token-budget sampler shards per rank itself
-        assert cfg.callbacks.model_checkpoint.monitor in ("val/exact", "val/bleu", "val/wer")
+        checkpoint = cfg.callbacks.model_checkpoint
+        assert (checkpoint.monitor, checkpoint.mode) in (("val/exact", "max"), ("val/bleu", "max"), ("val/wer", "min"))
     elif cfg.module._target_ == "mmattn.lit.LanguageModelModule":
         assert cfg.model.vocab_size == cfg.data.vocab_size and cfg.model.context_length >= cfg.data.block_size
-        assert cfg.callbacks.model_checkpoint.monitor == "val/loss"
+        assert cfg.callbacks.model_checkpoint.monitor == "val/loss" and cfg.callbacks.model_checkpoint.mode == "min"
     else:
         assert cfg.model.num_classes == cfg.data.num_classes == cfg.module.num_classes
 
@@ -245,6 +250,8 @@ def test_asr_librispeech_small_has_its_recipes_shape(compose_cfg) -> None:
     assert (m.dim, m.encoder_depth, m.decoder_depth, m.num_heads, m.dim * m.mlp_ratio) == (256, 12, 6, 4, 2048)
     assert (m.source.subsampling, m.source.channels, m.source.num_mel_bins) == (4, 256, 80)
     assert cfg.module.ctc_weight == 0.3 and cfg.data.vocab_size == 5000 and cfg.trainer.accelerator == "gpu"
-    assert cfg.data._target_ == "tasks.speech.LibriSpeechDataModule" and cfg.data.train_subsets == ["train-clean-100"]
+    assert cfg.data._target_ == "mmattn.tasks.speech.LibriSpeechDataModule" and cfg.data.train_subsets == [
+        "train-clean-100"
+    ]
     module = instantiate(cfg.module, net=instantiate(cfg.model))
     assert module.decoding["beam_size"] == 10 and module.ctc_weight == 0.3

@@ -6,18 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-TINY_LM = [
-    "experiment=lm_demo",
-    "model.dim=32",
-    "model.depth=1",
-    "model.num_heads=2",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=3",
-    "+trainer.limit_val_batches=2",
-    "+trainer.limit_test_batches=2",
-    "module.sample_eval.num_samples=8",
-]
+from mmattn_testing import TINY_LM
 
 
 @pytest.mark.slow

@@ -7,21 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from mmattn_testing import is_picture
+from mmattn_testing import TINY_SPEECH, is_picture
 
-from tasks.speech import espeak_available
-
-TINY_SPEECH = [
-    "experiment=speech_demo",
-    "data.counts={train:24,valid:6,test:6}",
-    "model.dim=32",
-    "model.encoder_depth=1",
-    "model.decoder_depth=1",
-    "model.num_heads=2",
-    "model.source.channels=8",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=2",
-]
+from mmattn.tasks.speech import espeak_available
 
 
 @pytest.mark.slow

@@ -9,22 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from mmattn_testing import is_picture
-
-TINY_TRANSLATION = [
-    "experiment=translation_demo",
-    "model.dim=32",
-    "model.encoder_depth=1",
-    "model.decoder_depth=1",
-    "model.num_heads=2",
-    "data.max_tokens=2048",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=3",
-    "+trainer.limit_val_batches=2",
-    "+trainer.limit_test_batches=2",
-    "module.decoding.max_len_a=1.0",
-    "module.decoding.max_len_b=4",
-]
+from mmattn_testing import TINY_TRANSLATION, is_picture
 
 
 def _translate(args: list[str], cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -1,5 +1,6 @@
 """A modality from outside the repository's packages: examples/timeseries trains through mmattn-train with configs of
-its own (Hydra's search path extended on the command line), and nothing in mmattn/, tasks/ or configs/ knows it."""
+its own (Hydra's search path extended on the command line), and nothing in mmattn/ (the built-in adapters under
+mmattn/tasks/ included) or configs/ knows it."""
 
 from __future__ import annotations
 
@@ -29,21 +30,25 @@ def test_the_timeseries_example_trains_from_outside(run_cli, tmp_path: Path, mon
         "train.npz",
         "val.npz",
     ]
-    # The guide's other commands: no search path needed, the checkpoint carries its config.
+    # The guide's other commands: no search path needed, the checkpoint carries its config. Its classes are built only
+    # once the user says the package is trusted.
     ckpt = run / "checkpoints" / "last.ckpt"
-    result = run_cli("mmattn-eval", f"ckpt_path={ckpt}", cwd=tmp_path)
+    refused = run_cli("mmattn-eval", f"ckpt_path={ckpt}", cwd=tmp_path)
+    assert refused.returncode == 1 and "pass trust=[mmattn_timeseries]" in refused.stderr.splitlines()[-1]
+    result = run_cli("mmattn-eval", f"ckpt_path={ckpt}", "trust=[mmattn_timeseries]", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
-    (eval_run,) = (tmp_path / "outputs" / "eval" / "runs").iterdir()
+    (eval_run,) = [r for r in (tmp_path / "outputs" / "eval" / "runs").iterdir() if (r / "metrics.json").exists()]
     evaluated = json.loads((eval_run / "metrics.json").read_text())
     assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=0.02)
-    result = run_cli("mmattn-viz", "what=attention", f"ckpt_path={ckpt}", "num_samples=1", "out_dir=pics", cwd=tmp_path)
+    viz = ["what=attention", f"ckpt_path={ckpt}", "num_samples=1", "out_dir=pics", "trust=[mmattn_timeseries]"]
+    result = run_cli("mmattn-viz", *viz, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert all(is_picture(tmp_path / "pics" / n) for n in ("attention_0.png", "heads_0.png"))
 
 
 def test_nothing_in_the_framework_mentions_the_example() -> None:
     needles = ("timeseries", "mmattn_timeseries", "ActivityDataModule", "SensorPatchEmbed")
-    for top in ("mmattn", "tasks", "configs"):
+    for top in ("mmattn", "configs"):
         for path in (ROOT / top).rglob("*"):
             if path.is_file() and path.suffix in (".py", ".yaml", ".txt", ".md", ".toml"):
                 text = path.read_text(errors="replace")

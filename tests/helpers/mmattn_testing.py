@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
 
 HELPERS = Path(__file__).resolve().parent
 
@@ -32,6 +36,79 @@ TINY_TRAIN = [
     "+trainer.limit_val_batches=1",
     "+trainer.limit_test_batches=1",
 ]
+
+
+# Tiny runs of each family's demo experiment (in-process and CLI tests share them).
+TINY_SPEECH = [
+    "experiment=speech_demo",
+    "data.counts={train:24,valid:6,test:6}",
+    "model.dim=32",
+    "model.encoder_depth=1",
+    "model.decoder_depth=1",
+    "model.num_heads=2",
+    "model.source.channels=8",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+]
+
+TINY_LM = [
+    "experiment=lm_demo",
+    "model.dim=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=3",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+    "module.sample_eval.num_samples=8",
+]
+
+TINY_TRANSLATION = [
+    "experiment=translation_demo",
+    "model.dim=32",
+    "model.encoder_depth=1",
+    "model.decoder_depth=1",
+    "model.num_heads=2",
+    "data.max_tokens=2048",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=3",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+    "module.decoding.max_len_a=1.0",
+    "module.decoding.max_len_b=4",
+]
+
+# The DTMF sizes must be the same in every test that uses the session data directory (the demo is written once).
+TINY_AUDIO = [
+    "experiment=audio_demo",
+    "data.train_per_class=3",
+    "data.val_per_class=2",
+    "data.test_per_class=1",
+    "data.batch_size=8",
+    "model.dim=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+]
+
+# The demo experiment of each model family, tiny (the vision demo is the default experiment).
+FAMILIES = {
+    "vision": TINY_TRAIN,
+    "audio": TINY_AUDIO,
+    "lm": TINY_LM,
+    "translation": TINY_TRANSLATION,
+    "speech": TINY_SPEECH,
+}
+
+
+def compose_config(config_name: str, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
+    """Compose `configs/<config_name>.yaml` with `overrides`, the way the CLI does, without running a job."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module("mmattn.configs", version_base="1.3"):
+        return compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def cli_path(name: str) -> str:

@@ -12,7 +12,7 @@ import torch
 
 from mmattn.lit import LanguageModelModule
 from mmattn.models import DecoderOnly
-from tasks.text import TextFolderDataModule
+from mmattn.tasks.text import TextFolderDataModule
 
 
 def _data(tmp_path: Path) -> TextFolderDataModule:
@@ -76,7 +76,7 @@ def test_options_are_checked_with_their_names() -> None:
         LanguageModelModule(net, sampling={"beam": 2})
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         LanguageModelModule(net, sampling={"temperature": -1})
-    with pytest.raises(ValueError, match="sample_eval.check 'is_valid' does not name an importable function"):
+    with pytest.raises(ValueError, match="sample_eval.check names 'is_valid', which is not a dotted name"):
         LanguageModelModule(net, sample_eval={"check": "is_valid"})
     with pytest.raises(ValueError, match="sample_eval.check must be a callable"):
         LanguageModelModule(net, sample_eval={"check": 3})

@@ -5,8 +5,8 @@ import pytest
 import torch
 from mmattn_testing import is_picture
 
+from mmattn.tasks.vision import ViT
 from mmattn.viz.attention import alignment_figure, classifier_figures, classifier_maps, save_figures
-from tasks.vision import ViT
 
 
 def _uniform_vit(depth: int) -> ViT:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tasks.audio.ast import AST
+from mmattn.tasks.audio.ast import AST
 
 transformers = pytest.importorskip("transformers")
 
@@ -90,7 +90,7 @@ def test_vision_and_audio_share_the_core_classes(compose_cfg) -> None:
     from mmattn.lit import ClassificationModule
     from mmattn.models import EncoderClassifier
     from mmattn.nn import Encoder
-    from tasks.vision import ViT
+    from mmattn.tasks.vision import ViT
 
     audio = compose_cfg("train", ["experiment=audio_demo", "model.depth=1"])
     vision = compose_cfg("train", ["experiment=vision_demo", "model.depth=1"])

@@ -11,19 +11,18 @@ import pytest
 import soundfile as sf
 import torch
 
-from tasks.audio.data import (
+from mmattn.data import BadFile, collate_skipping
+from mmattn.tasks.audio.data import (
     SPEECH_COMMANDS_12,
     SPEECH_COMMANDS_WORDS,
     AudioClipDataset,
     AudioDataLoader,
-    BadFile,
     Clip,
     audio_folder_splits,
-    collate_clips,
     esc50_splits,
     speech_commands_splits,
 )
-from tasks.audio.io import AudioDecodeError, read_audio
+from mmattn.tasks.audio.io import AudioDecodeError, read_audio
 
 SR = 16000
 CLIP = 1600  # 0.1 s clips keep the fixtures small
@@ -324,15 +323,15 @@ def test_bad_files_raise_unless_skipped(tmp_path: Path) -> None:
         AudioClipDataset(clips, sample_rate=SR, num_samples=CLIP, train=False)[2]
     item = AudioClipDataset(clips, sample_rate=SR, num_samples=CLIP, train=False, skip_bad_files=True)[2]
     assert isinstance(item, BadFile) and item.path == str(clips[2].path) and "cannot decode" in item.error
-    x, y, skipped = collate_clips([item, item])
-    assert x.shape == (0, 0) and y.shape == (0,) and skipped == [item.path] * 2
+    batch, skipped = collate_skipping([item, item])
+    assert batch is None and skipped == [item.path] * 2
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_loader_skips_and_reports_bad_files(tmp_path: Path, num_workers: int, caplog: pytest.LogCaptureFixture) -> None:
     clips = _with_bad_files(tmp_path)
     dataset = AudioClipDataset(clips, sample_rate=SR, num_samples=CLIP, train=True, skip_bad_files=True)
-    loader = AudioDataLoader(dataset, batch_size=2, num_workers=num_workers, collate_fn=collate_clips)
+    loader = AudioDataLoader(dataset, batch_size=2, num_workers=num_workers, collate_fn=collate_skipping)
     for _ in range(2):  # each pass reports its own skips
         caplog.clear()
         with pytest.warns(RuntimeWarning, match=r"skipped 2 audio file\(s\) .*2\.wav, .*3\.wav$") as record:
@@ -343,9 +342,9 @@ def test_loader_skips_and_reports_bad_files(tmp_path: Path, num_workers: int, ca
         assert [r.levelno for r in caplog.records if "skipped 2 audio file" in r.message] == [logging.WARNING]
 
 
-def test_loader_needs_collate_clips(tmp_path: Path) -> None:
+def test_loader_needs_collate_skipping(tmp_path: Path) -> None:
     dataset = AudioClipDataset([Clip(_write(tmp_path / "a.wav"), 0)], sample_rate=SR, num_samples=CLIP, train=False)
-    with pytest.raises(TypeError, match="pass collate_fn=collate_clips"):
+    with pytest.raises(TypeError, match="pass collate_fn=collate_skipping"):
         next(iter(AudioDataLoader(dataset, batch_size=1)))
 
 
@@ -356,7 +355,7 @@ def test_lightning_can_recreate_the_loader(tmp_path: Path) -> None:
 
     clips = [Clip(_write(tmp_path / f"{i}.wav", seed=i), i) for i in range(4)]
     dataset = AudioClipDataset(clips, sample_rate=SR, num_samples=CLIP, train=False)
-    loader = AudioDataLoader(dataset, batch_size=2, collate_fn=collate_clips)
+    loader = AudioDataLoader(dataset, batch_size=2, collate_fn=collate_skipping)
     sampler = DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=False)
     again = _update_dataloader(loader, sampler)
     assert type(again) is AudioDataLoader and again.sampler is sampler

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tasks.audio import (
+from mmattn.tasks.audio import (
     AST_MEAN,
     AST_STD,
     AudioFeatures,
@@ -20,8 +20,8 @@ from tasks.audio import (
     ESC50DataModule,
     SpeechCommandsDataModule,
 )
-from tasks.audio.augment import WaveAugment, mix_at_snr
-from tasks.audio.io import read_audio
+from mmattn.tasks.audio.augment import WaveAugment, mix_at_snr
+from mmattn.tasks.audio.io import read_audio
 
 TINY = dict(train_per_class=3, val_per_class=2, test_per_class=1, batch_size=8, num_workers=0, target_length=100)
 

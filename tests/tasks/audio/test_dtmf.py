@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks.audio.data import speech_commands_splits
-from tasks.audio.dtmf import (
+from mmattn.tasks.audio.data import speech_commands_splits
+from mmattn.tasks.audio.dtmf import (
     BACKGROUND_NOISES,
     DTMF_CLASSES,
     DTMF_FREQS,

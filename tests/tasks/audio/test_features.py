@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchaudio.compliance import kaldi
 
-from tasks.audio.features import AST_MEAN, AST_STD, AudioFeatures, KaldiFbank, LogMelSpectrogram, SpecAugment
+from mmattn.tasks.audio.features import AST_MEAN, AST_STD, AudioFeatures, KaldiFbank, LogMelSpectrogram, SpecAugment
 
 
 def _waves(batch: int, samples: int, seed: int = 0) -> torch.Tensor:

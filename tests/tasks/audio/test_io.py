@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tasks.audio.io import AUDIO_EXTENSIONS, AudioDecodeError, fix_length, read_audio
+from mmattn.tasks.audio.io import AUDIO_EXTENSIONS, AudioDecodeError, fix_length, read_audio
 
 
 def _sine(freq: float, sample_rate: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:

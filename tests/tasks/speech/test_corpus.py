@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks.speech.corpus import Utterance, read_librispeech, read_manifest, write_manifest
+from mmattn.tasks.speech.corpus import Utterance, read_librispeech, read_manifest, write_manifest
 
 SR = 16000
 # speaker -> chapter -> [(utterance number, seconds, transcript)]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks.speech.corpus import read_manifest
-from tasks.speech.digits import (
+from mmattn.tasks.speech.corpus import read_manifest
+from mmattn.tasks.speech.digits import (
     DIGIT_WORDS,
     ESPEAK_VOICES,
     MIN_PARALLEL_JOBS,
@@ -132,7 +132,7 @@ def test_without_espeak_auto_falls_back_and_espeak_raises(
     with pytest.raises(RuntimeError, match=r"espeak-ng was not found on PATH.*apt-get install espeak-ng"):
         make_spoken_digits(tmp_path / "espeak", counts=SMALL, backend="espeak")
     assert not (tmp_path / "espeak").exists()
-    with caplog.at_level(logging.WARNING, logger="tasks.speech.digits"):
+    with caplog.at_level(logging.WARNING, logger="mmattn.tasks.speech.digits"):
         root = make_spoken_digits(tmp_path / "auto", counts={"train": 1, "valid": 1, "test": 1}, backend="auto")
     assert "falls back to dialled DTMF digits" in caplog.text and "apt-get install espeak-ng" in caplog.text
     assert "backend=dtmf" in json.loads((root / ".complete").read_text())["version"]
@@ -142,7 +142,7 @@ def test_a_finished_espeak_tree_needs_no_espeak(
     espeak_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # e.g. a cluster node without espeak-ng, the tree made elsewhere
-    with caplog.at_level(logging.WARNING, logger="tasks.speech.digits"):
+    with caplog.at_level(logging.WARNING, logger="mmattn.tasks.speech.digits"):
         assert make_spoken_digits(espeak_root, counts=SMALL, backend="espeak") == espeak_root
         assert make_spoken_digits(espeak_root, counts=SMALL, backend="auto") == espeak_root
     assert not caplog.text

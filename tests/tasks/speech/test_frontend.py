@@ -6,8 +6,8 @@ import torch
 
 from mmattn.models import EncoderDecoder
 from mmattn.models.decoding import ctc_greedy_decode, greedy_decode
-from tasks.audio.features import AudioFeatures
-from tasks.speech import ConvSubsampling, SpeechFrontEnd, collate_audio
+from mmattn.tasks.audio.features import AudioFeatures
+from mmattn.tasks.speech import ConvSubsampling, SpeechFrontEnd, collate_audio
 
 RATE = 16000
 

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from tasks.speech import LibriSpeechDataModule, ManifestDataModule
-from tasks.text.bpe import EOS_ID, UNK_ID
+from mmattn.tasks.speech import LibriSpeechDataModule, ManifestDataModule
+from mmattn.tasks.text.bpe import EOS_ID, UNK_ID
 
 RATE = 16000
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
@@ -64,7 +64,7 @@ def _module(corpus: dict[str, Path], tmp_path: Path, **kw) -> ManifestDataModule
 
 def test_manifest_batches_hold_waves_targets_and_normalised_refs(corpus, tmp_path: Path, caplog) -> None:
     dm = _module(corpus, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="tasks.speech.datamodule"):
+    with caplog.at_level(logging.WARNING, logger="mmattn.tasks.speech.datamodule"):
         dm.prepare_data()
         dm.setup("fit")
     messages = " ".join(r.getMessage() for r in caplog.records)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.text.scan import SCAN_SPLITS, interpret, make_scan, scan_pairs, scan_splits
+from mmattn.tasks.text.scan import SCAN_SPLITS, interpret, make_scan, scan_pairs, scan_splits
 
 L, R = "I_TURN_LEFT", "I_TURN_RIGHT"
 

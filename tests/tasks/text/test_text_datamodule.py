@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.text import SCANCommandsDataModule, TextFolderDataModule, is_scan_command, make_scan_commands
-from tasks.text.bpe import BOS_ID, EOS_ID
-from tasks.text.datamodule import read_documents
+from mmattn.tasks.text import SCANCommandsDataModule, TextFolderDataModule, is_scan_command, make_scan_commands
+from mmattn.tasks.text.bpe import BOS_ID, EOS_ID
+from mmattn.tasks.text.datamodule import read_documents
 
 
 def _write(path: Path, text: str) -> Path:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.text.bpe import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from tasks.text.tokenizer import TextTokenizer
+from mmattn.tasks.text.bpe import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from mmattn.tasks.text.tokenizer import TextTokenizer
 
 LINES = ["walk twice and jump", "look left thrice", "run around right after turn left"] * 5
 

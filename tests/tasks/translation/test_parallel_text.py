@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.translation.text import DROP_REASONS, filter_pairs, read_lines, read_parallel
+from mmattn.tasks.translation.text import DROP_REASONS, filter_pairs, read_lines, read_parallel
 
 
 def _write(path: Path, data: str | bytes) -> Path:

@@ -7,7 +7,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from tasks.translation import Seq2SeqTokenizer
+from mmattn.tasks.translation import Seq2SeqTokenizer
 
 SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "prepare_iwslt14.py"
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from tasks.translation.tokenizer import (
+from mmattn.tasks.translation.tokenizer import (
     BOS_ID,
     EOS_ID,
     MIN_VOCAB_SIZE,

@@ -10,8 +10,8 @@ import sacrebleu
 import torch
 
 from mmattn.lit import Seq2SeqModule, tokenizer_from_checkpoint
-from tasks.translation import SCANDataModule, Seq2SeqTokenizer, TranslationDataModule
-from tasks.translation.tokenizer import EOS_ID, PAD_ID
+from mmattn.tasks.translation import SCANDataModule, Seq2SeqTokenizer, TranslationDataModule
+from mmattn.tasks.translation.tokenizer import EOS_ID, PAD_ID
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_checkpoint_without_tokenizer_is_refused() -> None:
     with pytest.raises(ValueError, match="carries no tokenizer"):
         tokenizer_from_checkpoint({"state_dict": {}})
     tok = Seq2SeqTokenizer.train(["a b c"], ["x y z"], vocab_size=32, min_frequency=1)
-    stored = {"mmattn_tokenizer": {"class": "tasks.translation.Seq2SeqTokenizer", **tok.to_dict()}}
+    stored = {"mmattn_tokenizer": {"class": "mmattn.tasks.translation.Seq2SeqTokenizer", **tok.to_dict()}}
     assert tokenizer_from_checkpoint(stored).encode_src("a b") == tok.encode_src("a b")
 
 

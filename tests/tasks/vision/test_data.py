@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.vision.datamodules import CIFARDataModule, ImageFolderDataModule, ShapesDataModule
-from tasks.vision.shapes import SHAPE_CLASSES, make_shapes
+from mmattn.tasks.vision.data import ImageDecodeError
+from mmattn.tasks.vision.datamodules import CIFARDataModule, ImageFolderDataModule, ShapesDataModule
+from mmattn.tasks.vision.shapes import SHAPE_CLASSES, make_shapes
 
 FAST = dict(batch_size=4, num_workers=0)
 
@@ -213,3 +214,40 @@ def test_shapes_other_settings_on_existing_data_are_refused(tmp_path: Path) -> N
     make_shapes(tmp_path, **SHAPES_SMALL, workers=1)
     with pytest.raises(ValueError, match=r"noise=8.0.*delete it"):
         ShapesDataModule(tmp_path, noise=8.0, **SHAPES_SMALL, **FAST).setup()
+
+
+def _break(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_unreadable_images_stop_naming_the_file_or_are_skipped(tmp_path: Path, num_workers: int) -> None:
+    root = _image_folder(tmp_path / "img", n=4)
+    _break(root / "dog" / "1.png")
+    (root / "eel" / "2.png").write_bytes(b"not an image at all")
+    options = dict(batch_size=4, num_workers=num_workers, drop_last=False, img_size=32, scale=(1.0, 1.0))
+    stopping = ImageFolderDataModule(root, val_fraction=0.25, **options)
+    stopping.setup()
+    with pytest.raises(ImageDecodeError, match=r"cannot read image .*(dog.1|eel.2)\.png .*data.skip_bad_files=true"):
+        for _ in stopping.train_dataloader():
+            pass
+    skipping = ImageFolderDataModule(root, val_fraction=0.25, skip_bad_files=True, **options)
+    skipping.setup()
+    with pytest.warns(RuntimeWarning, match=r"skipped \d image file\(s\) that could not be read in this pass") as seen:
+        train = [y for _, y in skipping.train_dataloader()]
+        val = [y for _, y in skipping.val_dataloader()]
+    skipped = " ".join(str(w.message) for w in seen)
+    assert "1.png" in skipped and "2.png" in skipped
+    assert sum(len(y) for y in train + val) == 12 - 2  # every readable image once, the two bad ones dropped
+
+
+def test_randaugment_at_full_posterize_strength_gives_a_black_image() -> None:
+    # timm asks for 0 bits at magnitude 10, which Pillow >= 13 refuses; our op table entry keeps the old meaning.
+    from timm.data.auto_augment import AugmentOp
+
+    import mmattn.tasks.vision.datamodules  # noqa: F401  (installs the op)
+
+    img = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))
+    assert np.asarray(AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)(img)).max() == 0
+    assert np.asarray(AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=0)(img)).max() == 192  # 4 bits kept

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.vision.shapes import SHAPE_CLASSES, make_shapes, png_bytes, render_shape
+from mmattn.tasks.vision.shapes import SHAPE_CLASSES, make_shapes, png_bytes, render_shape
 
 SMALL = dict(train_per_class=3, val_per_class=2, test_per_class=1)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from tasks.vision import ViT
+from mmattn.tasks.vision import ViT
 
 CONFIGS = {
     "tiny-cls": dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_classes=10),

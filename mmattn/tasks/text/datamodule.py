@@ -309,8 +309,8 @@ def make_scan_commands(root: Path | str, *, seed: int = 0) -> Path:
             (out / split / "commands.txt").write_text("".join(f"{cmd}\n" for cmd in lines), encoding="utf-8")
         (out / "README.md").write_text(
             "# SCAN commands (mmattn built-in language-model demo)\n\nThe commands of the SCAN grammar (Lake & "
-            "Baroni, 2018), one per line, from the simple split of `tasks/text/scan.py` in a seeded random order: "
-            "train/valid/test hold "
+            "Baroni, 2018), one per line, from the simple split of `mmattn/tasks/text/scan.py` in a seeded random "
+            "order: train/valid/test hold "
             f"{', '.join(str(len(p)) for p in parts.values())} commands. Generated, never downloaded.\n",
             encoding="utf-8",
         )

@@ -1,7 +1,7 @@
 """Speech-recognition datamodules: JSON-lines manifests, the LibriSpeech layout, and the built-in spoken-digits demo.
 
 Batches are dicts for `mmattn.lit.Seq2SeqModule`: `src` = `{"audio": [B, T] waveforms, "audio_lengths": [B]}` (the
-input of `tasks.speech.SpeechFrontEnd`, which computes the features in the model), `tgt` = transcript ids [B, L]
+input of `mmattn.tasks.speech.SpeechFrontEnd`, which computes the features in the model), `tgt` = transcript ids [B, L]
 (EOS-terminated, padded) and `ref` = the normalised transcripts that WER/CER compare against. Batches hold up to
 `max_frames` padded 10 ms feature frames of duration-bucketed utterances (`mmattn.data.TokenBudgetBatchSampler`
 with frames as tokens), so short clips make big batches and little compute goes to padding.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,10 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from mmattn.data import GeneratedData, TokenBudgetLoaders
-from tasks.audio.augment import WaveAugment
-from tasks.audio.io import read_audio
-from tasks.text.bpe import EOS_ID, PAD_ID, UNK_ID
-from tasks.text.tokenizer import TEXT_TOKENIZER_FILE, TextTokenizer
+from mmattn.tasks.audio.augment import WaveAugment
+from mmattn.tasks.audio.io import read_audio
+from mmattn.tasks.text.bpe import EOS_ID, PAD_ID, UNK_ID
+from mmattn.tasks.text.tokenizer import TEXT_TOKENIZER_FILE, TextTokenizer
 
 from .corpus import Utterance, read_librispeech, read_manifest
 from .digits import make_spoken_digits
@@ -175,10 +176,10 @@ class SpeechDataModule(TokenBudgetLoaders, L.LightningDataModule):
 
     # -------------------------------------------------------------------------------------------- subclasses
 
+    @abstractmethod
     def read_split(self, split: str, max_duration: float | None) -> tuple[list[Utterance], int] | None:
         """The utterances of `split` ("train", "val", "test") and how many were longer than `max_duration`;
         None when the split does not exist (only "test" may be missing: validation then serves as test)."""
-        raise NotImplementedError
 
     # -------------------------------------------------------------------------------------------------- setup
 

@@ -8,6 +8,7 @@ training device after the transfer (`features_on="device"`, for GPUs), from the 
 from __future__ import annotations
 
 import warnings
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mmattn.data import ClassificationDataModule
+from mmattn.data.skipping import collate_skipping
 
 from .augment import WaveAugment
 from .data import (
@@ -23,7 +25,6 @@ from .data import (
     AudioDataLoader,
     Clip,
     audio_folder_splits,
-    collate_clips,
     esc50_splits,
     speech_commands_splits,
 )
@@ -172,12 +173,11 @@ class AudioClassificationDataModule(ClassificationDataModule):
         self.noise_files: list[Path] = []
 
     loader_class = AudioDataLoader
-    collate_fn = collate_clips
+    collate_fn = collate_skipping
 
+    @abstractmethod
     def _find_clips(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
         """Return ({"train", "val"[, "test"]} -> clips, class names, background-noise files)."""
-        # The base class only shares the pipeline; each subclass says where its clips come from.
-        raise TypeError(f"{type(self).__name__} must define _find_clips(); use one of the concrete datamodules")
 
     def load_inputs(self, paths: Sequence[str | Path]) -> Tensor:
         """Audio files as the model sees them in evaluation: features [B, frames, mel_bins] of the centred clip.
@@ -252,7 +252,7 @@ class AudioClassificationDataModule(ClassificationDataModule):
             skip_bad_files=self.skip_bad_files,
         )
         loader = AudioDataLoader(
-            dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_clips
+            dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_skipping
         )
         total, total_sq, count = 0.0, 0.0, 0
         for feats, _ in loader:

@@ -2,7 +2,7 @@
 
 A split finder turns a dataset folder into lists of `Clip`s (file, label, optional window) per split, checking the
 layout on the way; `AudioClipDataset` reads clips as fixed-length waveforms, and `AudioDataLoader` with
-`collate_clips` batches them while counting the files that could not be decoded.
+`mmattn.data.collate_skipping` batches them while counting the files that could not be decoded.
 """
 
 from __future__ import annotations
@@ -10,18 +10,17 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset
 
 from mmattn.data import stratified_split
+from mmattn.data.skipping import BadFile, SkippingDataLoader
 
 from .io import AUDIO_EXTENSIONS, AudioDecodeError, fix_length, read_audio
 
@@ -50,14 +49,6 @@ class Clip:
     path: Path
     label: int
     offset: int | None = None
-
-
-@dataclass(frozen=True)
-class BadFile:
-    """What `AudioClipDataset` returns in place of a clip it cannot decode (with `skip_bad_files`)."""
-
-    path: str
-    error: str
 
 
 def _is_audio(name: str) -> bool:
@@ -450,8 +441,8 @@ class AudioClipDataset(Dataset):
         num_samples: Length of every returned waveform.
         train: Random (True) or centred (False) cropping and padding.
         transform: Applied to each waveform [num_samples] after cropping, e.g. waveform augmentation.
-        skip_bad_files: Return a `BadFile` in place of a clip that cannot be decoded, for `collate_clips` to drop
-            and `AudioDataLoader` to report, instead of raising `AudioDecodeError`.
+        skip_bad_files: Return a `mmattn.data.BadFile` in place of a clip that cannot be decoded, for
+            `collate_skipping` to drop and `AudioDataLoader` to report, instead of raising `AudioDecodeError`.
     """
 
     def __init__(
@@ -495,52 +486,7 @@ class AudioClipDataset(Dataset):
         return wave, clip.label
 
 
-def collate_clips(batch: Sequence[tuple[Tensor, int] | BadFile]) -> tuple[Tensor, Tensor, list[str]]:
-    """Stack `AudioClipDataset` items into waves [B, T] and labels [B], dropping `BadFile`s.
+class AudioDataLoader(SkippingDataLoader):
+    """`mmattn.data.SkippingDataLoader` whose warning calls the skipped files audio files."""
 
-    Returns:
-        The waves, the labels (int64) and the paths of the dropped files. A batch of bad files only gives empty
-        tensors ([0, 0] and [0]).
-    """
-    good = [item for item in batch if not isinstance(item, BadFile)]
-    skipped = [item.path for item in batch if isinstance(item, BadFile)]
-    if not good:
-        return torch.empty(0, 0), torch.empty(0, dtype=torch.long), skipped
-    # default_collate stacks into shared memory inside a worker, which saves a copy on the way to the main process.
-    waves = default_collate([wave for wave, _ in good])
-    return waves, torch.tensor([label for _, label in good], dtype=torch.long), skipped
-
-
-class AudioDataLoader(DataLoader):
-    """DataLoader over `collate_clips` batches: yields `(x, y)` and reports the files skipped in each pass.
-
-    Takes exactly DataLoader's arguments (pass `collate_fn=collate_clips`), so Lightning can re-create it with a
-    DistributedSampler. Batches emptied by skipping are not yielded. At the end of each pass over the data (also
-    when a pass is cut short), one warning names how many files were skipped and the first few of them.
-    """
-
-    max_reported_paths = 5
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        """One pass over the data as `(x, y)` batches, warning once at its end if files were skipped."""
-        skipped: list[str] = []
-        try:
-            for batch in super().__iter__():
-                if not (isinstance(batch, (tuple, list)) and len(batch) == 3):
-                    raise TypeError(
-                        f"{type(self).__name__} expects (x, y, skipped) batches; pass collate_fn=collate_clips"
-                    )
-                x, y, bad = batch
-                skipped += bad
-                if len(y):
-                    yield x, y
-        finally:
-            if skipped:
-                self._report(skipped)
-
-    def _report(self, skipped: list[str]) -> None:
-        shown = ", ".join(skipped[: self.max_reported_paths])
-        more = f" and {len(skipped) - self.max_reported_paths} more" if len(skipped) > self.max_reported_paths else ""
-        message = f"skipped {len(skipped)} audio file(s) that could not be decoded in this pass: {shown}{more}"
-        log.warning(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    kind = "audio"

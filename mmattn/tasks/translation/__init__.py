@@ -1,7 +1,7 @@
 """Translation adapter: parallel text, the source/target BPE tokenizer, token-budget batches, the SCAN demo (its
-grammar lives in `tasks.text.scan`)."""
+grammar lives in `mmattn.tasks.text.scan`)."""
 
-from tasks.text.scan import interpret, make_scan, scan_pairs
+from mmattn.tasks.text.scan import interpret, make_scan, scan_pairs
 
 from .datamodule import ParallelTextDataset, SCANDataModule, TranslationDataModule, collate_pairs
 from .tokenizer import Seq2SeqTokenizer

@@ -20,7 +20,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from tasks.text.bpe import (
+from mmattn.tasks.text.bpe import (
     BOS_ID,
     EOS_ID,
     MIN_VOCAB_SIZE,
@@ -28,13 +28,13 @@ from tasks.text.bpe import (
     SPECIAL_TOKENS,
     UNK_ID,
 )
-from tasks.text.bpe import as_list as _as_list
-from tasks.text.bpe import check_non_blank as _check_non_blank
-from tasks.text.bpe import check_texts as _check_texts
-from tasks.text.bpe import check_tokenizer as _check_tokenizer
-from tasks.text.bpe import content_ids as _content_ids
-from tasks.text.bpe import text_chunks as _chunks
-from tasks.text.bpe import train_bpe as _train_bpe
+from mmattn.tasks.text.bpe import as_list as _as_list
+from mmattn.tasks.text.bpe import check_non_blank as _check_non_blank
+from mmattn.tasks.text.bpe import check_texts as _check_texts
+from mmattn.tasks.text.bpe import check_tokenizer as _check_tokenizer
+from mmattn.tasks.text.bpe import content_ids as _content_ids
+from mmattn.tasks.text.bpe import text_chunks as _chunks
+from mmattn.tasks.text.bpe import train_bpe as _train_bpe
 
 __all__ = [
     "SPECIAL_TOKENS",

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from mmattn.nn import SinusoidalPositionalEncoding
-from tasks.audio.features import AST_MEAN, AST_STD, AudioFeatures, SpecAugment
-from tasks.audio.io import read_audio
+from mmattn.tasks.audio.features import AST_MEAN, AST_STD, AudioFeatures, SpecAugment
+from mmattn.tasks.audio.io import read_audio
 
 __all__ = ["ConvSubsampling", "SpeechFrontEnd", "collate_audio"]
 
@@ -86,7 +86,7 @@ class SpeechFrontEnd(nn.Module):
     """Source adapter for speech: `{"audio": [B, T] waveforms, "audio_lengths": [B] samples}` -> (tokens [B, S, dim],
     padding mask [B, S] (True = padding) or None).
 
-    Features are `tasks.audio.AudioFeatures` (Kaldi fbank or log-mel at 10 ms hops) at their natural length,
+    Features are `mmattn.tasks.audio.AudioFeatures` (Kaldi fbank or log-mel at 10 ms hops) at their natural length,
     normalised globally (`mean`/`std`, AST's convention) or per utterance over its valid frames and bins (robust to
     recording level; the default), SpecAugment-masked in training, zeroed beyond each clip's end, then subsampled by
     `ConvSubsampling`, scaled by sqrt(dim) and given sinusoidal positions (or none, for an encoder with rotary ones).

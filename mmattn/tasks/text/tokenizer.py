@@ -1,6 +1,6 @@
 """One-stream tokenizer for language models and transcripts: subword BPE trained on the corpus, or raw UTF-8 bytes.
 
-Both kinds are HF `tokenizers` objects with mmattn's special tokens at ids 0..3 (`tasks.text.bpe`), so models,
+Both kinds are HF `tokenizers` objects with mmattn's special tokens at ids 0..3 (`mmattn.tasks.text.bpe`), so models,
 collate functions and checkpoints treat them alike. BPE normalises text as the translation tokenizer does (whitespace
 runs become one space) and maps characters it never saw to `<unk>`; the byte kind keeps every byte exactly (ids 4..259
 are the 256 byte values), so it never produces `<unk>` and decodes invalid UTF-8 as U+FFFD.

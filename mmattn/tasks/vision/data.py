@@ -7,33 +7,87 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from mmattn.data import stratified_split
+from mmattn.data import BadFile, stratified_split
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-class TransformedSubset(Dataset):
-    """A view of `dataset` (which yields PIL images) restricted to `indices`, with its own `transform`."""
+class ImageDecodeError(ValueError):
+    """An image file that PIL cannot read; the message names the file, PIL's error and the way to skip such files.
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int] | None, transform: Callable | None) -> None:
+    One positional argument, so that a DataLoader worker's exception is re-raised in the main process as this type.
+    """
+
+    def __init__(self, message: str, path: str | Path = "") -> None:
+        super().__init__(message)
+        self.path = str(path)
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """The image at `path` as RGB, fully decoded (a truncated file fails here, not later in a transform).
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ImageDecodeError: PIL cannot read it.
+    """
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"image file {path} does not exist") from e
+    # PIL reports unknown formats as UnidentifiedImageError (an OSError), truncated data as OSError, some broken
+    # headers as SyntaxError or ValueError.
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageDecodeError(
+            f"cannot read image {path} ({e or type(e).__name__}); replace or delete it, or set "
+            "data.skip_bad_files=true to skip unreadable files (counted in a warning after each epoch)",
+            path,
+        ) from e
+
+
+class TransformedSubset(Dataset):
+    """A view of `dataset` (which yields PIL images) restricted to `indices`, with its own `transform`.
+
+    With `skip_bad_files`, an image that cannot be read gives a `mmattn.data.BadFile` (for `collate_skipping` to
+    drop) instead of raising `ImageDecodeError`.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        indices: Sequence[int] | None,
+        transform: Callable | None,
+        skip_bad_files: bool = False,
+    ) -> None:
         self.dataset = dataset
         self.indices = list(range(len(dataset))) if indices is None else list(indices)  # type: ignore[arg-type]
         self.transform = transform
+        self.skip_bad_files = skip_bad_files
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[Any, int]:
-        img, target = self.dataset[self.indices[i]]
+    def __getitem__(self, i: int) -> tuple[Any, int] | BadFile:
+        try:
+            img, target = self.dataset[self.indices[i]]
+        except ImageDecodeError as e:
+            if not self.skip_bad_files:
+                raise
+            return BadFile(e.path, str(e.__cause__ or e))
         return (self.transform(img) if self.transform is not None else img), target
 
 
 class ImageFolderDataset(ImageFolder):
-    """ImageFolder that ignores hidden folders (`.ipynb_checkpoints`, ...), matching `check_image_folder`."""
+    """ImageFolder that ignores hidden folders (`.ipynb_checkpoints`, ...), matching `check_image_folder`, and reads
+    with `read_image` (errors name the file)."""
+
+    def __init__(self, root: str | Path) -> None:
+        super().__init__(str(root), loader=read_image)
 
     def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
         classes = _class_dirs(Path(directory))

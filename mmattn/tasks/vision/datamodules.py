@@ -9,17 +9,43 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from timm.data import auto_augment as timm_auto_augment
 from torch.utils.data import Dataset
 
-from mmattn.data import ClassificationDataModule
-from tasks.vision.data import (
+from mmattn.data import ClassificationDataModule, SkippingDataLoader, collate_skipping
+from mmattn.tasks.vision.data import (
     CIFAR10_CLASSES,
     CIFAR10Dataset,
     CIFAR100Dataset,
     TransformedSubset,
     image_folder_splits,
+    read_image,
 )
-from tasks.vision.shapes import DEFAULT_NOISE, DEFAULT_SIZE_RANGE, SHAPE_CLASSES, make_shapes
+from mmattn.tasks.vision.shapes import DEFAULT_NOISE, DEFAULT_SIZE_RANGE, SHAPE_CLASSES, make_shapes
+
+
+def _posterize(img: Any, bits_to_keep: int, **_: Any) -> Any:
+    """timm's posterize op, defined for 0 bits too: an all-black image, as Pillow gave before version 13."""
+    from PIL import ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return img.point(lambda _: 0)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+# timm's RandAugment "PosterizeIncreasing" keeps 4 - 4 * m / 10 bits: 0 at magnitude 10, which mstd0.5 reaches, and
+# Pillow >= 13 raises on 0 bits. Without this, `auto_augment: rand-m9-mstd0.5-inc1` stops a run at a random step.
+for _name, _op in list(timm_auto_augment.NAME_TO_OP.items()):
+    if _op is timm_auto_augment.posterize:
+        timm_auto_augment.NAME_TO_OP[_name] = _posterize
+
+
+class ImageDataLoader(SkippingDataLoader):
+    """`mmattn.data.SkippingDataLoader` whose warning calls the skipped files image files."""
+
+    kind = "image"
 
 
 class ImageClassificationDataModule(ClassificationDataModule):
@@ -46,7 +72,12 @@ class ImageClassificationDataModule(ClassificationDataModule):
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation std.
         num_classes: Expected number of classes; checked against the data in `setup()`.
+        skip_bad_files: Skip image files that cannot be read (counted in a warning after each epoch) instead of
+            stopping with the file's name.
     """
+
+    loader_class = ImageDataLoader
+    collate_fn = collate_skipping
 
     def __init__(
         self,
@@ -69,6 +100,7 @@ class ImageClassificationDataModule(ClassificationDataModule):
         mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
         std: Sequence[float] = IMAGENET_DEFAULT_STD,
         num_classes: int | None = None,
+        skip_bad_files: bool = False,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -83,6 +115,7 @@ class ImageClassificationDataModule(ClassificationDataModule):
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"scale {tuple(scale)} must be (low, high) with 0 < low <= high <= 1")
         self.img_size = img_size
+        self.skip_bad_files = skip_bad_files
         common = dict(interpolation=interpolation, mean=tuple(map(float, mean)), std=tuple(map(float, std)))
         self.train_transform = create_transform(
             img_size,
@@ -107,19 +140,11 @@ class ImageClassificationDataModule(ClassificationDataModule):
 
         Raises:
             FileNotFoundError: A file does not exist.
-            ValueError: A file is no image PIL can read.
+            ImageDecodeError: A file is no image PIL can read.
         """
-        from PIL import Image, UnidentifiedImageError
-
         out = []
         for path in paths:
-            try:
-                with Image.open(path) as img:
-                    rgb = img.convert("RGB")
-            except FileNotFoundError as e:
-                raise FileNotFoundError(f"image file {path} does not exist") from e
-            except UnidentifiedImageError as e:
-                raise ValueError(f"{path} is no image PIL can read") from e
+            rgb = read_image(path)
             if rgb.size != (self.img_size, self.img_size):
                 size = f"{rgb.size[0]} x {rgb.size[1]} px"
                 warnings.warn(f"{path} is {size}; resized for the model's {self.img_size} px", stacklevel=2)
@@ -149,9 +174,10 @@ class ImageFolderDataModule(ImageClassificationDataModule):
 
     def _load(self) -> tuple[Dataset, Dataset, Dataset, list[str]]:
         splits, classes = image_folder_splits(self.root, self.val_fraction, self.seed)
-        train = TransformedSubset(*splits["train"], self.train_transform)
-        val = TransformedSubset(*splits["val"], self.eval_transform)
-        test = TransformedSubset(*splits["test"], self.eval_transform) if "test" in splits else val
+        skip = self.skip_bad_files
+        train = TransformedSubset(*splits["train"], self.train_transform, skip)
+        val = TransformedSubset(*splits["val"], self.eval_transform, skip)
+        test = TransformedSubset(*splits["test"], self.eval_transform, skip) if "test" in splits else val
         return train, val, test, classes
 
 

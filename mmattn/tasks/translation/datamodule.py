@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from mmattn.data import GeneratedData, TokenBudgetLoaders
-from tasks.text.scan import make_scan
+from mmattn.tasks.text.scan import make_scan
 
 from .text import filter_pairs, read_parallel
 from .tokenizer import PAD_ID, Seq2SeqTokenizer

@@ -47,7 +47,7 @@ class SpectrogramPatchEmbed(nn.Module):
 class AST(EncoderClassifier):
     """Audio classifier: overlapping spectrogram patches + class and distillation tokens + learned 2-D positions.
 
-    The input is normalised log-mel features [B, frames, mel_bins] (`tasks.audio.AudioFeatures`, the layout of
+    The input is normalised log-mel features [B, frames, mel_bins] (`mmattn.tasks.audio.AudioFeatures`, the layout of
     HF's ASTFeatureExtractor). The head is AST's: the encoder's final norm, the mean of the class and distillation
     token outputs, LayerNorm, Linear.
 

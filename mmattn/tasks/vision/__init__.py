@@ -1,10 +1,13 @@
 """Vision adapter: patch embedding, ViT, image datamodules, the built-in shapes demo."""
 
+from .data import ImageDecodeError, read_image
 from .datamodules import CIFARDataModule, ImageClassificationDataModule, ImageFolderDataModule, ShapesDataModule
 from .shapes import SHAPE_CLASSES, make_shapes
 from .vit import ViT
 
 __all__ = [
+    "ImageDecodeError",
+    "read_image",
     "ViT",
     "CIFARDataModule",
     "ImageClassificationDataModule",

@@ -3,8 +3,8 @@
 Every vocabulary starts with `SPECIAL_TOKENS` at fixed ids (pad 0, bos 1, eos 2, unk 3), so models, collate functions
 and checkpoints rely on them whatever the data. Text is normalised (NFKC, optionally lowercase, whitespace runs become
 one space, ends stripped) and words are marked SentencePiece-style ("▁" at each word start), so decoding restores the
-spaces. `tasks.translation.Seq2SeqTokenizer` (a source/target pair) and `tasks.text.TextTokenizer` (one stream) are
-built on these functions.
+spaces. `mmattn.tasks.translation.Seq2SeqTokenizer` (a source/target pair) and `mmattn.tasks.text.TextTokenizer` (one
+stream) are built on these functions.
 """
 
 from __future__ import annotations
