@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmattn.build import UntrustedTargetError
-from mmattn.checkpoint import CONFIG_KEY, load_module, read_checkpoint
+from mmattn.checkpoint import load_module, read_checkpoint
 from mmattn.lit import ClassificationModule, Seq2SeqModule
 
 
@@ -18,10 +18,13 @@ class _Unsafe:
     """A class torch's weights-only unpickler refuses (it would have to be imported and called)."""
 
 
-def _rewrite(src: Path, dst: Path, **changes: object) -> Path:
+def _rewrite(src: Path, dst: Path, net: object = None, module: str | None = None) -> Path:
+    """A copy of a real checkpoint whose network config (or module class) was replaced, as an attacker would."""
     checkpoint = torch.load(src, map_location="cpu", weights_only=True)
-    for key, value in changes.items():
-        checkpoint[CONFIG_KEY][key] = value
+    if net is not None:
+        checkpoint["hyper_parameters"]["net"] = net
+    if module is not None:
+        checkpoint["mmattn_module"] = module
     torch.save(checkpoint, dst)
     return dst
 
@@ -30,7 +33,9 @@ def test_a_run_checkpoint_rebuilds_its_module(trained_run) -> None:
     ckpt = trained_run("vision") / "checkpoints" / "last.ckpt"
     module = load_module(ckpt)
     assert isinstance(module, ClassificationModule) and not module.training
-    assert module.run_config["model"]["_target_"] == "mmattn.tasks.vision.ViT"
+    assert module.hparams["net"]["_target_"] == "mmattn.tasks.vision.ViT"
+    assert module.hparams["data"]["_target_"] == "mmattn.tasks.vision.ShapesDataModule"
+    assert module.classes == module.hparams["classes"] and len(module.classes) == 10
     stored = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     assert all(torch.equal(v, stored[k]) for k, v in module.state_dict().items())
     with pytest.raises(ValueError, match=r"holds a ClassificationModule, not a Seq2SeqModule; needs translation"):
@@ -41,17 +46,14 @@ def test_crafted_configs_build_nothing(trained_run, tmp_path: Path) -> None:
     ckpt = trained_run("vision") / "checkpoints" / "last.ckpt"
     victim = tmp_path / "precious.txt"
     victim.write_text("keep\n")
-    opened = _rewrite(
-        ckpt, tmp_path / "open.ckpt", model={"_target_": "builtins.open", "file": str(victim), "mode": "w"}
-    )
-    with pytest.raises(UntrustedTargetError, match=r"open.ckpt: model names 'builtins.open'"):
-        load_module(opened)
-    saved = _rewrite(ckpt, tmp_path / "save.ckpt", model={"_target_": "torch.save", "obj": {}, "f": str(victim)})
-    with pytest.raises(UntrustedTargetError, match=r"save.ckpt: model names 'torch.save', a function"):
-        load_module(saved)
-    module = {"_target_": "os.system", "command": f"rm {victim}"}
+    crafted = {"_target_": "builtins.open", "file": str(victim), "mode": "w"}
+    with pytest.raises(UntrustedTargetError, match=r"open.ckpt: net names 'builtins.open'"):
+        load_module(_rewrite(ckpt, tmp_path / "open.ckpt", net=crafted))
+    crafted = {"_target_": "torch.save", "obj": {}, "f": str(victim)}
+    with pytest.raises(UntrustedTargetError, match=r"save.ckpt: net names 'torch.save', a function"):
+        load_module(_rewrite(ckpt, tmp_path / "save.ckpt", net=crafted))
     with pytest.raises(UntrustedTargetError, match=r"module names 'os.system'"):
-        load_module(_rewrite(ckpt, tmp_path / "module.ckpt", module=module))
+        load_module(_rewrite(ckpt, tmp_path / "module.ckpt", module="os.system"))
     assert victim.read_text() == "keep\n"
 
 
@@ -76,8 +78,10 @@ def test_files_that_are_not_checkpoints_say_so(trained_run, tmp_path: Path) -> N
     with pytest.raises(ValueError, match=r"plain.pt is a torch file but not a Lightning checkpoint"):
         read_checkpoint(tmp_path / "plain.pt")
     torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
-    with pytest.raises(ValueError, match=r"foreign.ckpt holds no 'mmattn_config' entry"):
+    with pytest.raises(ValueError, match=r"foreign.ckpt records no module class .*load_from_checkpoint\(path\)"):
         load_module(tmp_path / "foreign.ckpt")
+    with pytest.raises(ValueError, match=r"foreign.ckpt records no network config, .*net=<the network>"):
+        ClassificationModule.load_from_checkpoint(tmp_path / "foreign.ckpt")
     with pytest.raises(FileNotFoundError, match=r"checkpoint .*nope.ckpt does not exist"):
         read_checkpoint(tmp_path / "nope.ckpt")
     with pytest.raises(ValueError, match=r"is a folder, not a checkpoint file; .*consolidate_checkpoint"):

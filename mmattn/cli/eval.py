@@ -12,27 +12,27 @@ from mmattn.cli.errors import one_line_errors, run_cli
 
 
 def load_checkpoint_module(cfg: DictConfig, kinds: tuple[type, ...] | None = None, hint: str = "") -> tuple[Any, str]:
-    """The LightningModule of `cfg.ckpt_path` on `cfg.device` (or the CPU) and the checkpoint's resolved path.
+    """The module of `cfg.ckpt_path` (a checkpoint or a saved folder) on `cfg.device` (or the CPU), and its path.
 
-    Only what `mmattn.build` allows is rebuilt, with `cfg.trust` as the user's extra trusted packages; the module's
-    `run_config` is the config stored in the checkpoint.
+    Only what `mmattn.build` allows is rebuilt, with `cfg.trust` as the user's extra trusted packages.
     """
-    from mmattn.checkpoint import load_module
+    from mmattn.checkpoint import load
     from mmattn.cli.utils import resolve_ckpt_path
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, trainer=None)
     trust = tuple(cfg.get("trust") or ())
-    module = load_module(ckpt_path, device=cfg.get("device") or "cpu", trust=trust, kinds=kinds, hint=hint)
+    module = load(ckpt_path, device=cfg.get("device") or "cpu", trust=trust, kinds=kinds, hint=hint)
     return module, ckpt_path
 
 
 def data_config(cfg: DictConfig, stored: dict[str, Any]) -> DictConfig:
-    """The data config to test on: a chosen `data=...` option as is, else the stored one with `+data.*` edits."""
+    """The data config to test on: a chosen `data=...` option as is, else the model's recorded one with `+data.*`
+    edits."""
     chosen = cfg.get("data")
     if chosen is not None and "_target_" in chosen:
         return chosen
-    if "data" not in stored:
-        raise ValueError("the checkpoint's config has no data config; choose one with data=<option>")
+    if not stored.get("data"):
+        raise ValueError("the model records no data config; choose one with data=<option>")
     merged = OmegaConf.create(stored["data"])
     if chosen is not None:
         merged = OmegaConf.merge(merged, chosen)
@@ -51,7 +51,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     import lightning.pytorch as pl
 
     from mmattn.build import safe_instantiate, trusting
-    from mmattn.checkpoint import CONFIG_KEY
     from mmattn.cli import utils
 
     utils.use_hydra_logging()
@@ -61,15 +60,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         pl.seed_everything(cfg.seed, workers=True)
 
     module, ckpt_path = load_checkpoint_module(cfg)
-    data_cfg = data_config(cfg, module.run_config)
+    data_cfg = data_config(cfg, module.hparams)
     # A data option chosen on this command line is the user's own config; the checkpoint's is checked like its model.
     with trusting(everything=cfg.get("data") is not None and "_target_" in cfg.data):
-        datamodule = safe_instantiate(data_cfg, where=f"{ckpt_path}: {CONFIG_KEY}.data", trust=cfg.trust)
+        datamodule = safe_instantiate(data_cfg, where=f"{ckpt_path}: data", trust=cfg.trust)
     callbacks = utils.instantiate_group(cfg.get("callbacks"), pl.Callback)
     loggers = utils.instantiate_group(cfg.get("logger"), pl.loggers.Logger)
     trainer = utils.build_trainer(cfg, callbacks, loggers)
     for logger in trainer.loggers:
-        logger.log_hyperparams({"ckpt_path": ckpt_path, "data": OmegaConf.to_container(data_cfg, resolve=True)})
+        logger.log_hyperparams({"ckpt_path": ckpt_path, "test_data": OmegaConf.to_container(data_cfg, resolve=True)})
 
     with utils.ddp_children_share_run_dir(run_dir, trainer):
         trainer.test(module, datamodule=datamodule)

@@ -47,6 +47,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run_info = utils.apply_lr_scaling(cfg, trainer, datamodule)
     net = instantiate(cfg.model)
     module = instantiate(cfg.module, net=net)
+    if hasattr(module, "record_configs"):
+        # So that checkpoints and saved folders rebuild the network and read files as this data does.
+        module.record_configs(net=utils.plain_config(cfg.model), data=utils.plain_config(cfg.data))
     utils.log_hyperparameters(trainer, cfg, module, run_info)
     ckpt_path = utils.resolve_ckpt_path(cfg.get("ckpt_path"), trainer)
 

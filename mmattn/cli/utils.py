@@ -206,7 +206,7 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer | None) -> str 
         return str(newest)
     path = Path(to_absolute_path(ckpt_path) if HydraConfig.initialized() else os.path.abspath(ckpt_path))
     if not path.exists():
-        raise ValueError(f"ckpt_path={ckpt_path} does not exist ({path}); give the path of a .ckpt file")
+        raise ValueError(f"ckpt_path={ckpt_path} does not exist ({path}); give a .ckpt file or a saved model folder")
     return str(path)
 
 

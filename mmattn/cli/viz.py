@@ -59,21 +59,16 @@ def _attention(cfg: DictConfig) -> list[Path]:
     if cfg.ckpt_path is None:
         raise ValueError("what=attention needs ckpt_path=<checkpoint from mmattn-train>")
     module, ckpt_path = load_checkpoint_module(cfg)
-    if "data" not in module.run_config:
-        raise ValueError(f"{ckpt_path} stores no data config, so there is nothing to draw from")
-    datamodule = safe_instantiate(module.run_config["data"], where=f"{ckpt_path}: data", trust=cfg.trust)
     if cfg.inputs:
         # Files of the user's, read as the model's own evaluation data is (resized / resampled with a warning).
-        if not callable(getattr(datamodule, "load_inputs", None)):
-            raise ValueError(
-                f"{type(datamodule).__name__} cannot read input files (no load_inputs); leave inputs= out to draw "
-                "validation examples"
-            )
         paths = [str(Path(p).expanduser()) for p in cfg.inputs]
-        x = datamodule.load_inputs(paths)
+        x = module.read_files(paths)
         batch = (x, torch.zeros(len(paths), dtype=torch.long))
         figures = attention_figures(module, batch, len(paths), titles=[Path(p).name for p in paths])
     else:
+        if not module.hparams.get("data"):
+            raise ValueError(f"{ckpt_path} records no data config, so there is nothing to draw from; pass inputs=[...]")
+        datamodule = safe_instantiate(module.hparams["data"], where=f"{ckpt_path}: data", trust=cfg.trust)
         datamodule.prepare_data()
         datamodule.setup("validate")
         batch = next(iter(datamodule.val_dataloader()))

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from mmattn.lit.optim import configure_optimization
+from mmattn.lit.base import MMattnModule
 
 Batch = Sequence[torch.Tensor]
 
@@ -24,13 +24,13 @@ def _accuracy_names(top_k: Sequence[int], num_classes: int) -> dict[str, int]:
     return {name: k for name, k in names.items() if k == 1 or k < num_classes}
 
 
-class ClassificationModule(LightningModule):
-    """Supervised classification of `(inputs, labels)` batches with a built network `net` that returns logits.
+class ClassificationModule(MMattnModule):
+    """Supervised classification of `(inputs, labels)` batches with a network `net` that returns logits.
 
     Nothing here depends on the modality: `net` maps a batch of inputs to `[B, num_classes]` logits.
 
     Args:
-        net: Built network, called as `net(inputs)`.
+        net: The network, called as `net(inputs)`, or its config (see `MMattnModule`).
         num_classes: Number of classes; checked against `net.num_classes` and the datamodule's `num_classes`.
         optimizer: Partially applied optimizer class (Hydra `_partial_: true`), completed with parameter groups.
             Only needed for training.
@@ -41,6 +41,8 @@ class ClassificationModule(LightningModule):
             `timm.data.Mixup`; the loss then uses soft targets and `train/acc` is not logged.
         compile: `torch.compile` the network in place (parameter names and checkpoints stay the same).
         top_k: Accuracies to report on validation and test; k=1 is `acc`, others `acc_top{k}` (only if k < classes).
+        data: The data config (see `MMattnModule`); `classify` reads files with it.
+        classes: Class names in label order (taken from the datamodule when training; `classify` reports them).
 
     Raises:
         ValueError: Inconsistent class counts or out-of-range options.
@@ -48,7 +50,7 @@ class ClassificationModule(LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
+        net: nn.Module | Mapping[str, Any],
         num_classes: int,
         *,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
@@ -58,8 +60,13 @@ class ClassificationModule(LightningModule):
         mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
         compile: bool = False,
         top_k: Sequence[int] = (1, 5),
+        data: Mapping[str, Any] | None = None,
+        classes: Sequence[str] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            net, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay, compile=compile, data=data
+        )
+        net = self.net
         if int(num_classes) < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}; set data.num_classes")
         net_classes = getattr(net, "num_classes", None)
@@ -78,32 +85,22 @@ class ClassificationModule(LightningModule):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}; fix module.label_smoothing")
         if not top_k or any(int(k) < 1 for k in top_k):
             raise ValueError(f"top_k must be a non-empty list of positive ints, got {list(top_k)}; fix module.top_k")
-        optimizer_wd = getattr(optimizer, "keywords", {}).get("weight_decay")
-        if optimizer_wd is not None:
-            raise ValueError(
-                f"module.optimizer.weight_decay={optimizer_wd} would be ignored: weight decay is set per parameter "
-                "group; remove it from module.optimizer and set module.weight_decay instead"
-            )
+        if classes is not None and len(classes) != int(num_classes):
+            raise ValueError(f"{len(classes)} class names for num_classes={num_classes}; give one name per class")
 
-        self.net = net
         self.num_classes = int(num_classes)
-        self.optimizer_factory = optimizer
-        self.scheduler_options = dict(scheduler) if scheduler else None
-        self.weight_decay = float(weight_decay)
         self.label_smoothing = float(label_smoothing)
         self.mixup = mixup
-        self.compile_net = bool(compile)
+        self.classes = None if classes is None else [str(c) for c in classes]
         self._warned_odd_batch = False
-        # Plain values only: checkpoints must load with weights_only=True, and `net`, `optimizer`, `mixup` are
-        # rebuilt from the config (stored in the checkpoint by the CLI) rather than pickled.
-        self.save_hyperparameters(
+        # Plain values only: checkpoints must load with weights_only=True, and `optimizer` and `mixup` are rebuilt
+        # from the config rather than pickled.
+        self.save_module_hyperparameters(
             {
                 "num_classes": self.num_classes,
-                "scheduler": self.scheduler_options,
-                "weight_decay": self.weight_decay,
                 "label_smoothing": self.label_smoothing,
-                "compile": self.compile_net,
                 "top_k": [int(k) for k in top_k],
+                "classes": self.classes,
             }
         )
 
@@ -132,7 +129,7 @@ class ClassificationModule(LightningModule):
         return self.net(inputs)
 
     def setup(self, stage: str) -> None:
-        """Check the datamodule's class count and compile the net once if asked."""
+        """Check the datamodule's class count, take its class names, compile the net once if asked."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         data_classes = getattr(datamodule, "num_classes", None)
         if data_classes is not None and int(data_classes) != self.num_classes:
@@ -141,9 +138,10 @@ class ClassificationModule(LightningModule):
                 f"{self.num_classes}; set data.num_classes={data_classes} (model.num_classes and module.num_classes "
                 "follow it through ${data.num_classes}) or point the data config at the right dataset"
             )
-        if self.compile_net and not getattr(self, "_compiled", False):
-            self.net.compile()
-            self._compiled = True
+        names = getattr(datamodule, "classes", None)
+        if names is not None and len(names) == self.num_classes:
+            self.classes = self.hparams["classes"] = [str(c) for c in names]
+        super().setup(stage)
 
     def _split(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Unpack an `(inputs, labels)` batch."""
@@ -197,6 +195,42 @@ class ClassificationModule(LightningModule):
         """Log `test/loss`, `test/acc` and `test/acc_top{k}`."""
         return self._eval_step(batch, self.test_metrics, "test")
 
-    def configure_optimizers(self) -> Any:
-        """Optimizer over weight-decay groups, plus the per-step warmup + cosine schedule when configured."""
-        return configure_optimization(self, self.net, self.optimizer_factory, self.weight_decay, self.scheduler_options)
+    # ------------------------------------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def classify(
+        self, inputs: torch.Tensor | Sequence[str | Path], *, top_k: int = 5, batch_size: int = 64
+    ) -> list[dict[str, Any]]:
+        """The `top_k` classes of each input with their probabilities, most likely first.
+
+        Args:
+            inputs: A batch the network takes (e.g. images [B, 3, H, W]), or files, read as the evaluation data is
+                (the eval transform, the audio features) through the recorded data config.
+            top_k: Classes per input (at most `num_classes`).
+            batch_size: Files read and classified at a time.
+
+        Returns:
+            One `{"labels": [...], "probs": [...], "ids": [...]}` per input, in input order (labels are the class
+            names, or the ids as strings when none were recorded).
+
+        Raises:
+            ValueError: Files without a recorded data config, or a `top_k` below 1.
+        """
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        was_training = self.training
+        self.eval()
+        if isinstance(inputs, torch.Tensor):
+            batches = [inputs]
+        else:
+            paths = [str(p) for p in inputs]
+            batches = [self.read_files(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
+        out = []
+        for batch in batches:
+            probs = torch.softmax(self(batch.to(self.device)).float(), dim=-1)
+            values, ids = probs.topk(min(top_k, self.num_classes), dim=-1)
+            for row_p, row_i in zip(values.tolist(), ids.tolist()):
+                labels = [self.classes[i] if self.classes else str(i) for i in row_i]
+                out.append({"labels": labels, "probs": row_p, "ids": row_i})
+        self.train(was_training)
+        return out

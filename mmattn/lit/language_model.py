@@ -14,13 +14,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.text import Perplexity
 
 from mmattn.build import resolve_function
-from mmattn.lit.optim import configure_optimization
+from mmattn.lit.base import MMattnModule
 from mmattn.lit.tokenizer_state import CarriesTokenizer, adopt_tokenizer
 from mmattn.models.sampling import sample_tokens
 
@@ -53,7 +52,7 @@ def _check_name(check: Callable[[str], bool]) -> str | None:
     return f"{module}.{name}"
 
 
-class LanguageModelModule(CarriesTokenizer, LightningModule):
+class LanguageModelModule(CarriesTokenizer, MMattnModule):
     """Causal language modelling for a net mapping ids [B, T] to logits [B, T, V] (`mmattn.models.DecoderOnly`).
 
     The tokenizer comes from the datamodule (`datamodule.tokenizer`) or the checkpoint; it needs `pad_id`, `bos_id`,
@@ -71,6 +70,7 @@ class LanguageModelModule(CarriesTokenizer, LightningModule):
             `seed` (the same samples' randomness every epoch), `show` (samples printed to the log). None = off.
         compile: torch.compile the net at setup.
         tokenizer: A tokenizer, when not taken from the datamodule.
+        data: The data config (see `MMattnModule`).
 
     Raises:
         ValueError: Unknown sampling or sample_eval keys, out-of-range values, a check that is not callable.
@@ -80,7 +80,7 @@ class LanguageModelModule(CarriesTokenizer, LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
+        net: nn.Module | Mapping[str, Any],
         *,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Mapping[str, Any] | None = None,
@@ -89,8 +89,11 @@ class LanguageModelModule(CarriesTokenizer, LightningModule):
         sample_eval: Mapping[str, Any] | None = None,
         compile: bool = False,
         tokenizer: Any = None,
+        data: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            net, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay, compile=compile, data=data
+        )
         sampling = dict(sampling or {})
         unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
         if unknown:
@@ -109,17 +112,12 @@ class LanguageModelModule(CarriesTokenizer, LightningModule):
             self.sample_eval = {"name": "valid", "num_samples": 100, "prompt": "", "seed": 0, "show": 3, **options}
             if int(self.sample_eval["num_samples"]) < 1:
                 raise ValueError(f"module.sample_eval.num_samples must be >= 1, got {self.sample_eval['num_samples']}")
-        self.net = net
-        self.optimizer_factory = optimizer
-        self.scheduler_options = dict(scheduler) if scheduler else None
-        self.weight_decay = float(weight_decay)
-        self.compile_net = bool(compile)
         self.tokenizer = tokenizer
-        hparams = {"scheduler": self.scheduler_options, "weight_decay": self.weight_decay, "sampling": self.sampling}
+        hparams: dict[str, Any] = {"sampling": self.sampling}
         if self.sample_eval is not None and _check_name(self.sample_eval["check"]) is not None:
             # As a dotted name, so that mmattn-eval's rebuilt module scores its samples too.
             hparams["sample_eval"] = {**self.sample_eval, "check": _check_name(self.sample_eval["check"])}
-        self.save_hyperparameters(hparams)
+        self.save_module_hyperparameters(hparams)
         self.val_ppl = Perplexity()
         self.test_ppl = Perplexity()
 
@@ -160,9 +158,7 @@ class LanguageModelModule(CarriesTokenizer, LightningModule):
             )
         # Packed blocks hold no padding, but batches of separate lines may.
         self.val_ppl.ignore_index = self.test_ppl.ignore_index = self.tokenizer.pad_id
-        if self.compile_net and not getattr(self, "_compiled", False):
-            self.net.compile()
-            self._compiled = True
+        super().setup(stage)
 
     # ------------------------------------------------------------------------------------------- train / eval
 
@@ -221,10 +217,6 @@ class LanguageModelModule(CarriesTokenizer, LightningModule):
     def on_test_epoch_end(self) -> None:
         """Sample and score with `sample_eval` (when configured)."""
         self._score_samples("test")
-
-    def configure_optimizers(self) -> Any:
-        """Optimizer over weight-decay groups, plus the configured per-step schedule."""
-        return configure_optimization(self, self.net, self.optimizer_factory, self.weight_decay, self.scheduler_options)
 
     # ------------------------------------------------------------------------------------------------ sampling
 

@@ -10,13 +10,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.text import CharErrorRate, CHRFScore, SacreBLEUScore, WordErrorRate
 
-from mmattn.lit.optim import configure_optimization
+from mmattn.lit.base import MMattnModule
 from mmattn.lit.tokenizer_state import TOKENIZER_KEY, CarriesTokenizer, adopt_tokenizer, tokenizer_from_checkpoint
 from mmattn.models.decoding import beam_search, ctc_greedy_decode, greedy_decode
 
@@ -40,7 +39,7 @@ class _ExactMatch(MeanMetric):
         super().update(torch.tensor([float(h.strip() == r.strip()) for h, r in zip(hyps, refs)]))
 
 
-class Seq2SeqModule(CarriesTokenizer, LightningModule):
+class Seq2SeqModule(CarriesTokenizer, MMattnModule):
     """Sequence-to-sequence training and evaluation for a net with `encode(src)` and `decode(...)` (`EncoderDecoder`).
 
     Batches are dicts: `src` (source batch: ids [B, S], or whatever the net's source adapter takes, e.g. waveforms
@@ -67,6 +66,7 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
             error rate, 0-1 and above), "cer" (character error rate).
         compile: torch.compile the net at setup.
         tokenizer: A tokenizer, when not taken from the datamodule.
+        data: The data config (see `MMattnModule`).
 
     Raises:
         ValueError: Unknown decoding keys or metrics, out-of-range options.
@@ -74,7 +74,7 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
+        net: nn.Module | Mapping[str, Any],
         *,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Mapping[str, Any] | None = None,
@@ -86,8 +86,12 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
         metrics: Sequence[str] = ("bleu", "exact"),
         compile: bool = False,
         tokenizer: Any = None,
+        data: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            net, optimizer=optimizer, scheduler=scheduler, weight_decay=weight_decay, compile=compile, data=data
+        )
+        net = self.net
         decoding = dict(decoding or {})
         unknown = sorted(set(decoding) - set(DECODING_KEYS))
         if unknown:
@@ -115,21 +119,14 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}; fix module.label_smoothing")
         if val_decode_batches is not None and val_decode_batches < 0:
             raise ValueError(f"val_decode_batches must be >= 0 or null, got {val_decode_batches}")
-        self.net = net
-        self.optimizer_factory = optimizer
-        self.scheduler_options = dict(scheduler) if scheduler else None
-        self.weight_decay = float(weight_decay)
         self.label_smoothing = float(label_smoothing)
         self.ctc_weight = float(ctc_weight)
         defaults = {"method": "attention", "beam_size": 4, "length_penalty": 1.0, "max_len_a": 1.5, "max_len_b": 10}
         self.decoding = {**defaults, **decoding}
         self.val_decode_batches = val_decode_batches
-        self.compile_net = bool(compile)
         self.tokenizer = tokenizer
-        self.save_hyperparameters(
+        self.save_module_hyperparameters(
             {
-                "scheduler": self.scheduler_options,
-                "weight_decay": self.weight_decay,
                 "label_smoothing": self.label_smoothing,
                 "ctc_weight": self.ctc_weight,
                 "decoding": self.decoding,
@@ -185,9 +182,7 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
                     f"the {side} tokenizer has {have} tokens but the model's {side}_vocab_size is {room}; "
                     f"raise model.{side}_vocab_size (it follows data.vocab_size) to at least {have}"
                 )
-        if self.compile_net and not getattr(self, "_compiled", False):
-            self.net.compile()
-            self._compiled = True
+        super().setup(stage)
 
     # ------------------------------------------------------------------------------------------- train / eval
 
@@ -290,10 +285,6 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
         """Log BLEU / chrF / exact match of the test set."""
         self._log_text_metrics(self.test_metrics)
 
-    def configure_optimizers(self) -> Any:
-        """Optimizer over weight-decay groups, plus the configured per-step schedule."""
-        return configure_optimization(self, self.net, self.optimizer_factory, self.weight_decay, self.scheduler_options)
-
     # ------------------------------------------------------------------------------------------------ inference
 
     @torch.no_grad()
@@ -301,6 +292,12 @@ class Seq2SeqModule(CarriesTokenizer, LightningModule):
         """Translate plain-text lines with the configured decoding; one output line per input line, in order."""
         if self.tokenizer is None:
             raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
+        source = getattr(self.net, "source", None)
+        if source is not None:
+            raise ValueError(
+                f"this model's source is {type(source).__name__}, not text, so it does not translate text; "
+                "read files with transcribe (mmattn-transcribe)"
+            )
         was_training = self.training
         self.eval()
         out: list[str] = []

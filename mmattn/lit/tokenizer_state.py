@@ -74,8 +74,10 @@ class CarriesTokenizer:
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the tokenizer (plain strings, so the checkpoint loads with weights_only=True)."""
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
         store_tokenizer(checkpoint, self.tokenizer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild the tokenizer stored by `on_save_checkpoint`."""
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
         self.tokenizer = tokenizer_from_checkpoint(checkpoint)

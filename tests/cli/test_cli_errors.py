@@ -132,10 +132,10 @@ def test_console_scripts_print_one_line_or_the_traceback_with_debug(run_cli, tra
     victim = tmp_path / "precious.txt"
     victim.write_text("keep\n")
     checkpoint = torch.load(trained_run("vision") / "checkpoints" / "last.ckpt", weights_only=True)
-    checkpoint["mmattn_config"]["data"] = {"_target_": "builtins.open", "file": str(victim), "mode": "w"}
+    checkpoint["hyper_parameters"]["data"] = {"_target_": "builtins.open", "file": str(victim), "mode": "w"}
     torch.save(checkpoint, tmp_path / "crafted.ckpt")
     result = run_cli("mmattn-eval", "ckpt_path=crafted.ckpt", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.splitlines()[-1].startswith("mmattn-eval: error: ")
-    assert "mmattn_config.data names 'builtins.open', from package 'builtins', which is not trusted" in result.stderr
+    assert "crafted.ckpt: data names 'builtins.open', from package 'builtins', which is not trusted" in result.stderr
     assert victim.read_text() == "keep\n"

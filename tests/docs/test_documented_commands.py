@@ -139,7 +139,11 @@ def user_data(tmp_path_factory: pytest.TempPathFactory, trained_run, data_dir: P
     for name, split in (("train", "train"), ("dev", "valid"), ("test", "test")):
         (root / "manifests" / f"{name}.jsonl").symlink_to(digits / f"{split}.jsonl")
         (root / "manifests" / split).symlink_to(digits / split)
+    import mmattn
+
+    mmattn.load(trained_run("vision") / "checkpoints" / "last.ckpt").save_pretrained(root / "my-vit")
     return {
+        "my-vit": root / "my-vit",
         "/my/images": root / "images",
         "/my/clips": root / "clips",
         "/my/text": root / "text",
@@ -201,19 +205,27 @@ def _run_config(name: str, overrides: list[str], out: Path) -> DictConfig:
     return cfg
 
 
+def _write_file(path: Path, data_dir: Path) -> None:
+    """A small real file of the kind its name says: an image, or a spoken-digits clip in that audio format."""
+    if path.suffix in (".png", ".jpg"):
+        pixels = np.random.default_rng(len(path.name)).integers(0, 255, (48, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(path)
+    else:
+        clip = sorted((data_dir / "spoken_digits" / "test").glob("*.flac"))[len(path.name) % 5]
+        wave, rate = sf.read(clip)
+        sf.write(path, wave, rate)
+
+
 def _make_inputs(command: Command, cwd: Path, data_dir: Path) -> None:
     """The files a command names in its own directory (images, audio clips, a source text)."""
-    rng = np.random.default_rng(1)
     for arg in command.args:
         if arg.startswith("inputs="):
             for name in arg.split("=", 1)[1].strip("[]").split(","):
-                Image.fromarray(rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)).save(cwd / name)
+                _write_file(cwd / name, data_dir)
         if arg.startswith("input="):
             (cwd / arg.split("=", 1)[1]).write_text("jump twice\nwalk left\n")
-    clips = sorted((data_dir / "spoken_digits" / "test").glob("*.flac"))
-    for name, clip in zip(command.files, clips):
-        wave, rate = sf.read(clip)
-        sf.write(cwd / name, wave, rate)
+    for name in command.files:
+        _write_file(cwd / name, data_dir)
 
 
 @pytest.mark.slow
@@ -296,3 +308,26 @@ def _run_train(args: list[str], trained_run, cwd: Path) -> None:
 
     metrics = train(cfg)
     assert any(key.startswith("val/") for key in metrics), metrics
+
+
+def documented_python() -> list[tuple[str, str]]:
+    """The Python examples of the docs that use a trained model: (doc name, code)."""
+    return [
+        (doc.name, code)
+        for doc in DOCS
+        for code in re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+        if "mmattn.load(" in code
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc,code", documented_python(), ids=lambda v: v[:40] if v.endswith(".md") else "")
+def test_documented_python(
+    doc: str, code: str, trained_run, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = re.sub(r"outputs/(\w+)/runs/<run>", lambda m: str(trained_run(TASK_FAMILY[m.group(1)])), code)
+    for name in re.findall(r'"([\w-]+\.(?:png|jpg|flac|wav))"', code):
+        _write_file(tmp_path / name, data_dir)
+    exec(compile(code, f"{doc} (python example)", "exec"), {"__name__": "__docs__"})
+    assert capsys.readouterr().out.count("\n") >= 3  # the examples print what they compute

@@ -1,0 +1,249 @@
+"""MMattnModule: what every mmattn LightningModule shares, and what makes a trained one usable outside the CLIs.
+
+- Optimisation: a partial optimizer over weight-decay groups, the configured per-step schedule, `torch.compile`.
+- What it is made of: the network, given built or as a config (built by `mmattn.build`'s allowlist), and the data
+  config it was trained on. Both configs ride in the hyperparameters, so `XModule.load_from_checkpoint(path)` needs
+  no other argument and a saved folder rebuilds the model alone.
+- Checkpoint selection: each module declares the validation keys it logs and the one it is selected by.
+- Saved folders in the ecosystem's format through huggingface_hub's `ModelHubMixin`: `save_pretrained(dir)` writes
+  `config.json` (the module's class and hyperparameters, the network's config among them), `model.safetensors`, the
+  tokenizer's files and a model card; `from_pretrained(dir_or_repo_id)` reads them back; `push_to_hub` uploads.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import ModelHubMixin
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from mmattn.lit.optim import configure_optimization
+
+__all__ = ["CONFIG_FILE", "MMattnModule", "WEIGHTS_FILE"]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+_MODEL_CARD = """---
+{{ card_data }}
+---
+
+# {{ model_name | default("An mmattn model", true) }}
+
+A model trained with mmattn, a multi-modal Transformer framework on PyTorch Lightning. `config.json` holds the
+module's class and hyperparameters (the network's architecture config among them), `model.safetensors` its weights.
+
+```python
+import mmattn
+
+model = mmattn.load("{{ repo_id | default("path/to/this/folder", true) }}")
+```
+"""
+
+
+def plain(value: Any, where: str) -> Any:
+    """`value` as plain dicts, lists and primitives (OmegaConf containers converted); raise naming `where` otherwise."""
+    from omegaconf import OmegaConf
+
+    from mmattn.lit.callbacks import _check_plain
+
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    _check_plain(value, where)
+    return value
+
+
+class MMattnModule(
+    LightningModule, ModelHubMixin, library_name="mmattn", tags=["mmattn"], model_card_template=_MODEL_CARD
+):
+    """Base of mmattn's LightningModules (see the module docstring).
+
+    Args:
+        net: The network, or its config (a mapping with `_target_`), which is then built and recorded.
+        optimizer: Partially applied optimizer class (Hydra `_partial_: true`), completed with parameter groups.
+        scheduler: `mmattn.lit.optim.build_scheduler` options; None = constant learning rate.
+        weight_decay: Decay of the weight matrices; biases, norms, embeddings and `net.no_weight_decay()` get none.
+        compile: `torch.compile` the network in place at setup (parameter names and checkpoints stay the same).
+        data: The config of the data the module is trained on (plain, with `_target_`), recorded for inference.
+
+    Raises:
+        ValueError: `weight_decay` given to the optimizer (it is set per parameter group), or configs that are not
+            plain data.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module | Mapping[str, Any],
+        *,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        weight_decay: float = 0.0,
+        compile: bool = False,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        optimizer_wd = getattr(optimizer, "keywords", {}).get("weight_decay")
+        if optimizer_wd is not None:
+            raise ValueError(
+                f"module.optimizer.weight_decay={optimizer_wd} would be ignored: weight decay is set per parameter "
+                "group; remove it from module.optimizer and set module.weight_decay instead"
+            )
+        self._configs: dict[str, Any] = {}
+        if isinstance(net, Mapping):
+            from mmattn.build import safe_instantiate
+
+            self._configs["net"] = plain(dict(net), "net")
+            net = safe_instantiate(net, where="net")
+        if data is not None:
+            self._configs["data"] = plain(dict(data), "data")
+        self.net = net
+        # Packages the user trusted when this module was loaded; files are read through the data config with them.
+        self.trust: tuple[str, ...] = ()
+        self._reader: Any = None
+        self.optimizer_factory = optimizer
+        self.scheduler_options = dict(scheduler) if scheduler else None
+        self.weight_decay = float(weight_decay)
+        self.compile_net = bool(compile)
+
+    def save_module_hyperparameters(self, options: Mapping[str, Any]) -> None:
+        """Save `options` (plain values) and the recorded net/data configs as the checkpoint's hyperparameters."""
+        common = {"scheduler": self.scheduler_options, "weight_decay": self.weight_decay, "compile": self.compile_net}
+        self.save_hyperparameters({**common, **options, **self._configs})
+
+    def record_configs(self, *, net: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None) -> None:
+        """Record the network's and the data's config (e.g. Hydra's) for checkpoints and saved folders."""
+        for key, value in (("net", net), ("data", data)):
+            if value is not None:
+                self._configs[key] = self.hparams[key] = plain(value, key)
+
+    # ----------------------------------------------------------------------------------------------- training
+
+    def setup(self, stage: str) -> None:
+        """Compile the network once if asked."""
+        if self.compile_net and not getattr(self, "_compiled", False):
+            self.net.compile()
+            self._compiled = True
+
+    def configure_optimizers(self) -> Any:
+        """Optimizer over weight-decay groups, plus the configured per-step schedule."""
+        return configure_optimization(self, self.net, self.optimizer_factory, self.weight_decay, self.scheduler_options)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record this module's class, so `mmattn.load(path)` knows what to rebuild."""
+        from mmattn.checkpoint import MODULE_KEY
+
+        checkpoint[MODULE_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    @classmethod
+    @abstractmethod
+    def metric_modes(cls, options: Mapping[str, Any]) -> dict[str, str]:
+        """The validation keys a module built with `options` (its config) logs, each with "min" or "max"."""
+
+    @classmethod
+    @abstractmethod
+    def default_monitor(cls, options: Mapping[str, Any]) -> str:
+        """The key checkpoints select by unless the config names one."""
+
+    # ------------------------------------------------------------------------------------------------ inference
+
+    def read_files(self, paths: Sequence[str | Path]) -> Any:
+        """Files as a batch for the network, read as its evaluation data is (through the recorded data config).
+
+        Raises:
+            ValueError: No data config was recorded, or its datamodule cannot read files.
+        """
+        if self._reader is None:
+            data = self.hparams.get("data")
+            if not data:
+                raise ValueError(
+                    f"this {type(self).__name__} records no data config, so it cannot read files; pass a batch of "
+                    "tensors, or use a model trained by mmattn-train (it records its data config)"
+                )
+            from mmattn.build import safe_instantiate
+
+            reader = safe_instantiate(data, where="data", trust=self.trust)
+            if not callable(getattr(reader, "load_inputs", None)):
+                raise ValueError(f"{type(reader).__name__} cannot read input files (it has no load_inputs)")
+            self._reader = reader
+        return self._reader.load_inputs(list(paths))
+
+    # ------------------------------------------------------------------------------------------------ loading
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        *,
+        trust: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> Any:
+        """The module of a checkpoint, rebuilt from the network config in its hyperparameters (nothing else needed).
+
+        With `net=...` (or an `hparams_file`) this is Lightning's own `load_from_checkpoint`. Otherwise only classes
+        that `mmattn.build` allows are built (`trust` adds packages), and the checkpoint must hold this class.
+        """
+        if "net" in kwargs or hparams_file is not None:
+            return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
+        from mmattn.checkpoint import load_module
+
+        device = map_location if isinstance(map_location, (str, torch.device)) else "cpu"
+        return load_module(checkpoint_path, device=device, trust=tuple(trust), kinds=(cls,))
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write config.json, model.safetensors and the tokenizer's files into `save_directory`."""
+        from safetensors.torch import save_model
+
+        from mmattn import __version__
+
+        tokenizer = getattr(self, "tokenizer", None)
+        config = {
+            "mmattn_version": __version__,
+            "module": f"{type(self).__module__}.{type(self).__qualname__}",
+            "hparams": plain(dict(self.hparams), "hparams"),
+            "tokenizer": None if tokenizer is None else f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}",
+        }
+        if "net" not in config["hparams"]:
+            raise ValueError(
+                f"this {type(self).__name__} does not record its network's config, so a saved folder could not rebuild "
+                "it: build the module with net=<config with _target_>, or call record_configs(net=...) first"
+            )
+        (save_directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        # save_model drops the duplicates of tied weights (safetensors stores no shared tensors) and restores them.
+        save_model(self, str(save_directory / WEIGHTS_FILE))
+        if tokenizer is not None:
+            tokenizer.save(save_directory)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        config: dict[str, Any] | None = None,
+        trust: Sequence[str] = (),
+        map_location: str = "cpu",
+        **kwargs: Any,
+    ) -> Any:
+        from mmattn.checkpoint import load_folder, pretrained_folder
+
+        folder = pretrained_folder(
+            model_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        return load_folder(folder, device=map_location, trust=tuple(trust), kinds=(cls,))
