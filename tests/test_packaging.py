@@ -55,6 +55,7 @@ def test_wheel_contains_packages_and_configs(tmp_path):
     assert "mmattn-generate = mmattn.cli.generate:main" in text
     assert "mmattn-transcribe = mmattn.cli.transcribe:main" in text
     assert "mmattn-viz = mmattn.cli.viz:main" in text
+    assert "mmattn-predict = mmattn.cli.predict:main" in text
 
 
 def test_the_core_never_imports_the_adapters() -> None:

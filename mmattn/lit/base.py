@@ -23,6 +23,7 @@ from huggingface_hub import ModelHubMixin
 from lightning.pytorch import LightningModule
 from torch import nn
 
+from mmattn.data.predict import PredictInputs
 from mmattn.lit.optim import configure_optimization
 
 __all__ = ["CONFIG_FILE", "MMattnModule", "WEIGHTS_FILE"]
@@ -139,6 +140,14 @@ class MMattnModule(
 
         checkpoint[MODULE_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
 
+    @abstractmethod
+    def predict_inputs(self) -> PredictInputs:
+        """What `mmattn-predict` feeds this module: file or text items, how to read and batch them."""
+
+    @abstractmethod
+    def configure_prediction(self, **options: Any) -> None:
+        """Set the options of `predict_step` (by family: top_k, decoding, sampling); unknown ones raise."""
+
     @classmethod
     @abstractmethod
     def metric_modes(cls, options: Mapping[str, Any]) -> dict[str, str]:
@@ -157,6 +166,10 @@ class MMattnModule(
         Raises:
             ValueError: No data config was recorded, or its datamodule cannot read files.
         """
+        return self.data_reader().load_inputs(list(paths))
+
+    def data_reader(self) -> Any:
+        """The datamodule of the recorded data config, built once (its `load_inputs` reads files)."""
         if self._reader is None:
             data = self.hparams.get("data")
             if not data:
@@ -170,7 +183,7 @@ class MMattnModule(
             if not callable(getattr(reader, "load_inputs", None)):
                 raise ValueError(f"{type(reader).__name__} cannot read input files (it has no load_inputs)")
             self._reader = reader
-        return self._reader.load_inputs(list(paths))
+        return self._reader
 
     # ------------------------------------------------------------------------------------------------ loading
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,20 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from mmattn.data.predict import PredictInputs
 from mmattn.lit.base import MMattnModule
 
 Batch = Sequence[torch.Tensor]
+
+
+def _read_one(reader: Any, path: str) -> torch.Tensor:
+    """One file as the evaluation data is read (the datamodule's `load_inputs`), without its per-file notices."""
+    import warnings
+
+    # Resizing or resampling is what prediction on arbitrary files does; a warning per file would bury the log.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return reader.load_inputs([path])[0]
 
 
 def _accuracy_names(top_k: Sequence[int], num_classes: int) -> dict[str, int]:
@@ -225,12 +237,33 @@ class ClassificationModule(MMattnModule):
         else:
             paths = [str(p) for p in inputs]
             batches = [self.read_files(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
-        out = []
-        for batch in batches:
-            probs = torch.softmax(self(batch.to(self.device)).float(), dim=-1)
-            values, ids = probs.topk(min(top_k, self.num_classes), dim=-1)
-            for row_p, row_i in zip(values.tolist(), ids.tolist()):
-                labels = [self.classes[i] if self.classes else str(i) for i in row_i]
-                out.append({"labels": labels, "probs": row_p, "ids": row_i})
+        out = [record for batch in batches for record in self._top_k(self(batch.to(self.device)), top_k)]
         self.train(was_training)
         return out
+
+    def _top_k(self, logits: torch.Tensor, k: int) -> list[dict[str, Any]]:
+        """`{"labels", "probs", "ids"}` of the k most likely classes of each row of logits."""
+        probs = torch.softmax(logits.float(), dim=-1)
+        values, ids = probs.topk(min(k, self.num_classes), dim=-1)
+        return [
+            {"labels": [self.classes[i] if self.classes else str(i) for i in row_i], "probs": row_p, "ids": row_i}
+            for row_p, row_i in zip(values.tolist(), ids.tolist())
+        ]
+
+    def predict_inputs(self) -> PredictInputs:
+        """Files, read as the evaluation data is (through the recorded data config), batched by stacking."""
+        reader = self.data_reader()
+        read = functools.partial(_read_one, reader)
+        return PredictInputs("files", read=read, collate=torch.stack, extensions=getattr(reader, "extensions", None))
+
+    def configure_prediction(self, *, top_k: int = 5) -> None:
+        """Options of `predict_step`: how many classes each prediction lists."""
+        if int(top_k) < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        self.predict_top_k = int(top_k)
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """The top-k classes and probabilities of each readable input of a `mmattn.data.predict` batch."""
+        if batch["inputs"] is None:
+            return []
+        return self._top_k(self(batch["inputs"]), getattr(self, "predict_top_k", 5))

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torchmetrics.text import Perplexity
 
 from mmattn.build import resolve_function
+from mmattn.data.predict import PredictInputs
 from mmattn.lit.base import MMattnModule
 from mmattn.lit.tokenizer_state import CarriesTokenizer, adopt_tokenizer
 from mmattn.models.sampling import sample_tokens
@@ -273,4 +274,30 @@ class LanguageModelModule(CarriesTokenizer, MMattnModule):
             )
             out.append(tok.decode_batch(rows.tolist()))
         self.train(was_training)
+        return out
+
+    # ----------------------------------------------------------------------------------------------- prediction
+
+    def predict_inputs(self) -> PredictInputs:
+        """Prompts, one a line (batched as a list of texts)."""
+        return PredictInputs("text", str, list)
+
+    def configure_prediction(self, *, num_samples: int = 1, seed: int | None = 0, **sampling: Any) -> None:
+        """Options of `predict_step`: samples per prompt, the seed (prompt i draws from seed + i, so the samples do
+        not depend on batching or the number of processes; None = random), sampling overrides."""
+        unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
+        if unknown:
+            raise ValueError(f"unknown sampling options {unknown}; allowed are {list(SAMPLING_KEYS)}")
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.predict_options = {"num_samples": int(num_samples), "seed": seed, **sampling}
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """`num_samples` continuations of each prompt of a `mmattn.data.predict` batch."""
+        options = dict(getattr(self, "predict_options", {"num_samples": 1, "seed": 0}))
+        seed = options.pop("seed")
+        out = []
+        for index, prompt in zip(batch["indices"], batch["inputs"] or []):
+            draw = None if seed is None else int(seed) + int(index)
+            out.append({"samples": self.generate([prompt], seed=draw, **options)[0]})
         return out

@@ -4,6 +4,7 @@ word and character error rate."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.text import CharErrorRate, CHRFScore, SacreBLEUScore, WordErrorRate
 
+from mmattn.data.predict import PredictInputs
 from mmattn.lit.base import MMattnModule
 from mmattn.lit.tokenizer_state import TOKENIZER_KEY, CarriesTokenizer, adopt_tokenizer, tokenizer_from_checkpoint
 from mmattn.models.decoding import beam_search, ctc_greedy_decode, greedy_decode
@@ -304,7 +306,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         pad = self.tokenizer.pad_id
         for start in range(0, len(lines), batch_size):
             encoded = self.tokenizer.encode_src_batch(list(lines[start : start + batch_size]))
-            src = pad_sequence([torch.tensor(ids) for ids in encoded], batch_first=True, padding_value=pad)
+            src = _pad_ids([torch.tensor(ids) for ids in encoded], pad)
             out += self.tokenizer.decode_tgt_batch(self.generate(src.to(self.device)).tolist())
         self.train(was_training)
         return out
@@ -336,3 +338,38 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             out += self.tokenizer.decode_tgt_batch(self.generate(src).tolist())
         self.train(was_training)
         return out
+
+    # ----------------------------------------------------------------------------------------------- prediction
+
+    def predict_inputs(self) -> PredictInputs:
+        """Files read by the net's source adapter (speech), or lines of source text (translation)."""
+        if self.tokenizer is None:
+            raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
+        source = getattr(self.net, "source", None)
+        if source is not None:
+            if not (callable(getattr(source, "read_file", None)) and callable(getattr(source, "collate", None))):
+                raise ValueError(f"this model's source {type(source).__name__} does not read files (read_file/collate)")
+            return PredictInputs("files", source.read_file, source.collate, getattr(source, "extensions", None))
+        encode = functools.partial(_encode_source, self.tokenizer)
+        return PredictInputs("text", encode, functools.partial(_pad_ids, pad_id=self.tokenizer.pad_id))
+
+    def configure_prediction(self, **decoding: Any) -> None:
+        """Decoding options of `predict_step` over the module's own (method, beam_size, length_penalty, ...)."""
+        unknown = sorted(set(decoding) - set(DECODING_KEYS))
+        if unknown:
+            raise ValueError(f"unknown decoding options {unknown}; allowed are {list(DECODING_KEYS)}")
+        self.decoding.update({k: v for k, v in decoding.items() if v is not None})
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
+        """The decoded text of each readable input of a `mmattn.data.predict` batch."""
+        if batch["inputs"] is None:
+            return []
+        return [{"output": text} for text in self.tokenizer.decode_tgt_batch(self.generate(batch["inputs"]).tolist())]
+
+
+def _encode_source(tokenizer: Any, text: str) -> Tensor:
+    return torch.tensor(tokenizer.encode_src_batch([text])[0])
+
+
+def _pad_ids(rows: Sequence[Tensor], pad_id: int) -> Tensor:
+    return pad_sequence(list(rows), batch_first=True, padding_value=pad_id)

@@ -35,6 +35,7 @@ CONFIG_OF = {
     "mmattn-generate": "generate",
     "mmattn-transcribe": "transcribe",
     "mmattn-viz": "viz",
+    "mmattn-predict": "predict",
 }
 # Run directories in the docs (outputs/<task>/runs/<run>) and the family whose tiny run stands in for them.
 TASK_FAMILY = {"train": "vision", "lm_demo": "lm", "translation_demo": "translation", "speech_demo": "speech"}
@@ -45,6 +46,7 @@ PROG_FAMILY = {
     "mmattn-transcribe": "speech",
     "mmattn-viz": "vision",
     "mmattn-eval": "vision",
+    "mmattn-predict": "vision",
 }
 # Why a command is only composed here, and which test runs that kind of job for real.
 ELSEWHERE = {
@@ -216,10 +218,26 @@ def _write_file(path: Path, data_dir: Path) -> None:
         sf.write(path, wave, rate)
 
 
+def _predict_inputs(path: Path, data_dir: Path) -> None:
+    """What mmattn-predict's `inputs=` names: a folder of photos, a manifest of clips, or a text file of lines."""
+    if path.suffix == ".jsonl":
+        for name in ("a.wav", "b.flac"):
+            _write_file(path.parent / name, data_dir)
+        path.write_text('{"audio": "a.wav"}\n{"audio_filepath": "b.flac"}\n')
+    elif path.suffix == ".txt":
+        path.write_text("jump twice\nwalk left\n")
+    else:
+        path.mkdir()
+        for name in ("a.png", "b.jpg", "c.png"):
+            _write_file(path / name, data_dir)
+
+
 def _make_inputs(command: Command, cwd: Path, data_dir: Path) -> None:
     """The files a command names in its own directory (images, audio clips, a source text)."""
     for arg in command.args:
-        if arg.startswith("inputs="):
+        if arg.startswith("inputs=") and command.prog == "mmattn-predict":
+            _predict_inputs(cwd / arg.split("=", 1)[1], data_dir)
+        elif arg.startswith("inputs="):
             for name in arg.split("=", 1)[1].strip("[]").split(","):
                 _write_file(cwd / name, data_dir)
         if arg.startswith("input="):
@@ -281,6 +299,11 @@ def test_documented_command(
         from mmattn.cli.transcribe import transcribe
 
         assert len(transcribe(_run_config("transcribe", args, tmp_path), command.files)) == len(command.files)
+    elif name == "predict":
+        from mmattn.cli.predict import predict
+
+        lines = predict(_run_config("predict", args, tmp_path)).read_text().splitlines()
+        assert len(lines) in (2, 3) and all("error" not in line for line in lines)
     else:
         from mmattn.cli.viz import visualize
 

@@ -30,7 +30,7 @@ from .data import (
 )
 from .dtmf import DTMF_CLASSES, make_dtmf
 from .features import AST_MEAN, AST_STD, AudioFeatures, SpecAugment
-from .io import fix_length
+from .io import AUDIO_EXTENSIONS, fix_length
 
 SPEECH_COMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 ESC50_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
@@ -174,6 +174,8 @@ class AudioClassificationDataModule(ClassificationDataModule):
 
     loader_class = AudioDataLoader
     collate_fn = collate_skipping
+    # The files `load_inputs` reads (what mmattn-predict takes from a folder).
+    extensions = AUDIO_EXTENSIONS
 
     @abstractmethod
     def _find_clips(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from mmattn.nn import SinusoidalPositionalEncoding
 from mmattn.tasks.audio.features import AST_MEAN, AST_STD, AudioFeatures, SpecAugment
-from mmattn.tasks.audio.io import read_audio
+from mmattn.tasks.audio.io import AUDIO_EXTENSIONS, read_audio
 
 __all__ = ["ConvSubsampling", "SpeechFrontEnd", "collate_audio"]
 
@@ -111,6 +111,9 @@ class SpeechFrontEnd(nn.Module):
     Raises:
         ValueError: An unknown option, or a batch without the two keys.
     """
+
+    # The files `read_file` reads (what mmattn-predict takes from a folder).
+    extensions = AUDIO_EXTENSIONS
 
     def __init__(
         self,

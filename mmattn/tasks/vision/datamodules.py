@@ -11,6 +11,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from timm.data import auto_augment as timm_auto_augment
 from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from mmattn.data import ClassificationDataModule, SkippingDataLoader, collate_skipping
 from mmattn.tasks.vision.data import (
@@ -78,6 +79,8 @@ class ImageClassificationDataModule(ClassificationDataModule):
 
     loader_class = ImageDataLoader
     collate_fn = collate_skipping
+    # The files `load_inputs` reads (what mmattn-predict takes from a folder).
+    extensions = IMG_EXTENSIONS
 
     def __init__(
         self,
