@@ -138,6 +138,16 @@ class EncoderClassifier(nn.Module):
             names.add("pos_embed.weight")
         return names
 
+    def example_input(self, batch_size: int) -> Tensor:
+        """A random input of the size the model is built for, from its embedding (for tracing and export).
+
+        Raises:
+            ValueError: The embedding does not say how its input looks (no `example_input`).
+        """
+        if not callable(getattr(self.embed, "example_input", None)):
+            raise ValueError(f"{type(self.embed).__name__} has no example_input(batch_size) to make an input from")
+        return self.embed.example_input(batch_size)
+
     def forward_features(self, x: Tensor) -> Tensor:
         """All output tokens [B, P + h*w, D] (P prefix tokens first)."""
         grid = self.embed(x)  # [B, h, w, D]

@@ -1,5 +1,6 @@
 """Patch embedding: a strided convolution that turns an image-like input into a grid of tokens."""
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["PatchEmbed"]
@@ -72,6 +73,10 @@ class PatchEmbed(nn.Module):
     def grid_for(self, size: tuple[int, int]) -> tuple[int, int]:
         """Token grid (h, w) for an input of spatial size (H, W)."""
         return _grid(size[0], self.patch_size[0], self.stride[0]), _grid(size[1], self.patch_size[1], self.stride[1])
+
+    def example_input(self, batch_size: int) -> Tensor:
+        """A random input of the size the embedding is built for, [batch_size, C, H, W] (for tracing and export)."""
+        return torch.randn(batch_size, self.proj.in_channels, *self.img_size)
 
     def forward(self, x: Tensor) -> Tensor:
         """Patchify x [B, C, H, W] into [B, h, w, dim]."""

@@ -21,43 +21,45 @@ def _translate(args: list[str], cwd: Path, stdin: str | None = None) -> subproce
 
 
 @pytest.mark.slow
-def test_translation_demo_trains_and_translates(run_cli, env_data_dir: Path, tmp_path: Path) -> None:
-    result = run_cli("mmattn-train", *TINY_TRANSLATION, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-4000:]
-    (run,) = (tmp_path / "outputs" / "translation_demo" / "runs").iterdir()
+def test_translation_demo_trains_and_translates(trained_run, compose_cfg, tmp_path: Path) -> None:
+    run = trained_run("translation")  # mmattn-train experiment=translation_demo, tiny
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"val/loss", "val/bleu", "val/exact", "test/bleu", "test/exact"} <= set(metrics)
     assert (run / "tokenizer" / "tokenizer.json").is_file()
     ckpt = run / "checkpoints" / "last.ckpt"
 
+    # The console script's contract: one line per input line and nothing else on stdout, no run directory.
     commands = ["jump twice", "walk left and look", "run around right thrice after turn left"]
     result = _translate([f"ckpt_path={ckpt}"], cwd=tmp_path, stdin="\n".join(commands) + "\n")
     assert result.returncode == 0, result.stderr[-4000:]
     lines = result.stdout.splitlines()
-    assert len(lines) == 3  # one line per input line and nothing else on stdout
-    assert not list(tmp_path.glob("outputs/translate*"))  # translating writes no run directory
+    assert len(lines) == 3
+    assert not list(tmp_path.glob("outputs/translate*"))
+
+    from mmattn.cli.translate import translate
+    from mmattn.cli.viz import visualize
 
     (tmp_path / "in.txt").write_text("\n".join(commands) + "\n")
-    result = _translate([f"ckpt_path={ckpt}", "input=in.txt", "output=out.txt", "beam_size=3"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert result.stdout == "" and len((tmp_path / "out.txt").read_text().splitlines()) == 3
+    out = tmp_path / "out.txt"
+    translated = translate(
+        compose_cfg("translate", [f"ckpt_path={ckpt}", f"input={tmp_path / 'in.txt'}", f"output={out}", "beam_size=3"])
+    )
+    assert out.read_text().splitlines() == translated and len(translated) == 3
 
-    pics = run_cli("mmattn-viz", "what=attention", f"ckpt_path={ckpt}", "num_samples=2", "out_dir=pics", cwd=tmp_path)
-    assert pics.returncode == 0, pics.stderr[-3000:]
-    names = [Path(p).name for p in pics.stdout.splitlines()]
-    assert names == ["alignment_0.png", "alignment_heads_0.png", "alignment_1.png", "alignment_heads_1.png"]
-    assert all(is_picture(tmp_path / "pics" / n) for n in names)
-    bad = run_cli("mmattn-viz", "what=attention", f"ckpt_path={ckpt}", "inputs=[x.txt]", cwd=tmp_path)
-    assert bad.returncode != 0 and "cannot read input files" in bad.stderr
-
-    result = _translate([f"ckpt_path={ckpt}", "input=missing.txt"], cwd=tmp_path)
-    assert result.returncode != 0 and "input file" in result.stderr and "missing.txt" in result.stderr
-
-    # mmattn-eval rebuilds model, module and tokenizer from the checkpoint alone.
-    result = run_cli("mmattn-eval", f"ckpt_path={ckpt}", "+trainer.limit_test_batches=1", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-4000:]
-    (eval_run,) = (tmp_path / "outputs" / "eval" / "runs").iterdir()
-    assert {"test/bleu", "test/exact", "test/loss"} == set(json.loads((eval_run / "metrics.json").read_text()))
+    pics = visualize(
+        compose_cfg("viz", ["what=attention", f"ckpt_path={ckpt}", "num_samples=2", f"out_dir={tmp_path / 'pics'}"])
+    )
+    assert [p.name for p in pics] == [
+        "alignment_0.png",
+        "alignment_heads_0.png",
+        "alignment_1.png",
+        "alignment_heads_1.png",
+    ]
+    assert all(is_picture(p) for p in pics)
+    with pytest.raises(ValueError, match="cannot read input files"):
+        visualize(compose_cfg("viz", ["what=attention", f"ckpt_path={ckpt}", "inputs=[x.txt]"]))
+    with pytest.raises(FileNotFoundError, match=r"input file .*missing.txt does not exist"):
+        translate(compose_cfg("translate", [f"ckpt_path={ckpt}", f"input={tmp_path / 'missing.txt'}"]))
 
 
 @pytest.mark.slow

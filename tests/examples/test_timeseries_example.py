@@ -33,11 +33,14 @@ def test_the_timeseries_example_trains_from_outside(run_cli, tmp_path: Path, mon
     # The guide's other commands: no search path needed, the checkpoint carries its config. Its classes are built only
     # once the user says the package is trusted.
     ckpt = run / "checkpoints" / "last.ckpt"
-    refused = run_cli("mmattn-eval", f"ckpt_path={ckpt}", cwd=tmp_path)
-    assert refused.returncode == 1 and "pass trust=[mmattn_timeseries]" in refused.stderr.splitlines()[-1]
+    from mmattn.build import UntrustedTargetError
+    from mmattn.checkpoint import load
+
+    with pytest.raises(UntrustedTargetError, match=r"pass trust=\[mmattn_timeseries\]"):
+        load(ckpt)
     result = run_cli("mmattn-eval", f"ckpt_path={ckpt}", "trust=[mmattn_timeseries]", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
-    (eval_run,) = [r for r in (tmp_path / "outputs" / "eval" / "runs").iterdir() if (r / "metrics.json").exists()]
+    (eval_run,) = (tmp_path / "outputs" / "eval" / "runs").iterdir()
     evaluated = json.loads((eval_run / "metrics.json").read_text())
     assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=0.02)
     viz = ["what=attention", f"ckpt_path={ckpt}", "num_samples=1", "out_dir=pics", "trust=[mmattn_timeseries]"]

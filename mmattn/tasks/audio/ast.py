@@ -35,6 +35,10 @@ class SpectrogramPatchEmbed(nn.Module):
         self.num_mel_bins = num_mel_bins
         self.grid_size = self.patch.grid_size
 
+    def example_input(self, batch_size: int) -> Tensor:
+        """Random features [batch_size, target_length, mel_bins] (for tracing and export)."""
+        return self.patch.example_input(batch_size)[:, 0].transpose(1, 2)
+
     def forward(self, x: Tensor) -> Tensor:
         """Patchify features x [B, frames, mel_bins] into [B, f, t, dim]."""
         if x.ndim != 3 or x.shape[-1] != self.num_mel_bins:

@@ -31,6 +31,16 @@ def _window(kind: str, size: int) -> Tensor:
     raise ValueError(f"window {kind!r} is not supported; choose 'hanning', 'hamming' or 'povey'")
 
 
+def frame_count(num_samples: int | Tensor, window: int, shift: int) -> int | Tensor:
+    """Whole frames of `window` samples every `shift` samples in `num_samples` (elementwise for a tensor), at least 0.
+
+    As a tensor formula it needs no Python loop over the batch, so models that use it stay traceable for export.
+    """
+    if isinstance(num_samples, Tensor):
+        return (1 + torch.div(num_samples - window, shift, rounding_mode="floor")).clamp_min(0)
+    return max(0, 1 + (num_samples - window) // shift)
+
+
 class KaldiFbank(nn.Module):
     """Log-mel filterbank energies as Kaldi computes them (`compute-fbank-feats`, `torchaudio.compliance.kaldi.fbank`).
 
@@ -84,9 +94,10 @@ class KaldiFbank(nn.Module):
         self.register_buffer("mel_banks", banks.T.contiguous(), persistent=False)  # [n_fft // 2 + 1, mel]
         self.register_buffer("window", _window(window, self.frame_length), persistent=False)
 
-    def num_frames(self, num_samples: int) -> int:
-        """Frames produced for a clip of `num_samples` samples (0 when shorter than one window)."""
-        return max(0, 1 + (num_samples - self.frame_length) // self.frame_shift)
+    def num_frames(self, num_samples: int | Tensor) -> int | Tensor:
+        """Frames produced for clips of `num_samples` samples (an int or a tensor of them; 0 when shorter than one
+        window)."""
+        return frame_count(num_samples, self.frame_length, self.frame_shift)
 
     def forward(self, wave: Tensor) -> Tensor:
         """Log-mel energies [B, frames, num_mel_bins] of waveforms [B, T] (or [frames, num_mel_bins] for [T])."""
@@ -156,9 +167,9 @@ class LogMelSpectrogram(nn.Module):
             power=2.0,
         )
 
-    def num_frames(self, num_samples: int) -> int:
-        """Frames produced for a clip of `num_samples` samples."""
-        return max(0, 1 + (num_samples - self.n_fft) // self.frame_shift)
+    def num_frames(self, num_samples: int | Tensor) -> int | Tensor:
+        """Frames produced for clips of `num_samples` samples (an int or a tensor of them)."""
+        return frame_count(num_samples, self.n_fft, self.frame_shift)
 
     def forward(self, wave: Tensor) -> Tensor:
         """Log-mel power [B, frames, num_mel_bins] of waveforms [B, T] (or [frames, num_mel_bins] for [T])."""

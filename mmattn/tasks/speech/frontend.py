@@ -176,7 +176,7 @@ class SpeechFrontEnd(nn.Module):
         # Spectra in fp32 whatever the autocast: log-mel of bf16 samples loses the quiet bins.
         with torch.autocast(audio.device.type, enabled=False):
             raw = self.features.raw(audio.float())
-        frames = torch.tensor([extract.num_frames(int(n)) for n in lengths.tolist()], device=raw.device)
+        frames = extract.num_frames(lengths.to(raw.device))
         valid = torch.arange(raw.shape[1], device=raw.device)[None, :] < frames[:, None]  # [B, F]
         if self.normalize == "global":
             feats = (raw - self.features.mean) / (2 * self.features.std)
@@ -191,6 +191,12 @@ class SpeechFrontEnd(nn.Module):
 
     def forward(self, src: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None]:
         """Encoder tokens [B, S, dim] and their padding mask [B, S] (None when no row is padded)."""
+        x, mask = self.tokens_and_mask(src)
+        return x, (mask if bool(mask.any()) else None)
+
+    def tokens_and_mask(self, src: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Encoder tokens [B, S, dim] and their padding mask [B, S], always a tensor (no data-dependent branch, so
+        it exports)."""
         if not isinstance(src, Mapping) or "audio" not in src or "audio_lengths" not in src:
             got = sorted(src) if isinstance(src, Mapping) else type(src).__name__
             raise ValueError(f"SpeechFrontEnd takes {{'audio': [B, T], 'audio_lengths': [B]}}, got {got}")
@@ -206,4 +212,4 @@ class SpeechFrontEnd(nn.Module):
             x = self.positions(x)
         tokens = self.subsample.output_lengths(frames)
         mask = torch.arange(x.shape[1], device=x.device)[None, :] >= tokens[:, None]
-        return self.dropout(x), (mask if bool(mask.any()) else None)
+        return self.dropout(x), mask
