@@ -29,10 +29,20 @@ def register_resolvers() -> None:
     """Register the `mmattn.*` OmegaConf resolvers the configs use (idempotent)."""
     if not OmegaConf.has_resolver("mmattn.gpus_per_node"):
         OmegaConf.register_new_resolver("mmattn.gpus_per_node", gpus_per_node)
+    if not OmegaConf.has_resolver("mmattn.run_id"):
+        OmegaConf.register_new_resolver("mmattn.run_id", run_id)
     if not OmegaConf.has_resolver("mmattn.rank_zero_only"):
         OmegaConf.register_new_resolver(
             "mmattn.rank_zero_only", lambda value: value if process_is_rank_zero() else None
         )
+
+
+def run_id(run_dir: str) -> str:
+    """A stable id of a run directory (16 hex digits), e.g. the W&B run id: a requeued or resumed run, which continues
+    in the same directory, gets the same id."""
+    import hashlib
+
+    return hashlib.sha1(os.path.abspath(str(run_dir)).encode()).hexdigest()[:16]
 
 
 def gpus_per_node(accelerator: str, devices: Any) -> int | None:

@@ -72,9 +72,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="pkg://mmattn.configs", config_name="train")
 @one_line_errors
-def _main(cfg: DictConfig) -> None:
-    """Hydra entry point; see configs/train.yaml for the options."""
-    train(cfg)
+def _main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; see configs/train.yaml for the options. Returns `cfg.optimized_metric`'s value (sweepers)."""
+    metrics = train(cfg)
+    key = cfg.get("optimized_metric")
+    if key is None:
+        return None
+    if key not in metrics:
+        raise ValueError(f"optimized_metric={key} is not among the final metrics {sorted(metrics)}; choose one of them")
+    return metrics[key]
 
 
 def main() -> None:

@@ -59,6 +59,8 @@ ELSEWHERE = {
     r"trainer=ddp_cpu": "Lightning re-launches the script per rank (tests/cli/test_cli_ddp.py runs it)",
     r"^/datasets": "a full public dataset (its reader is tested on a small copy in the real layout)",
     r"^--help$": "prints Hydra's help (composition is what can break)",
+    r"hparams_search=": "a sweep of runs (tests/cli/test_cli_training_options.py runs a two-trial search)",
+    r"logger=wandb": "W&B keeps a run open per process (tests/cli/test_cli_training_options.py runs it)",
     r"hydra\.searchpath": "a package outside mmattn (tests/examples/test_timeseries_example.py runs these)",
     r"outputs/timeseries_demo": "a package outside mmattn (tests/examples/test_timeseries_example.py runs these)",
 }
