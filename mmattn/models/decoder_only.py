@@ -32,7 +32,7 @@ class DecoderOnly(nn.Module):
         context_length: Longest sequence the model attends over (the learned position table's rows; prompts are
             cut to it when sampling).
         mlp_ratio: Feed-forward width over `dim` (GPT-2: 4).
-        activation: Feed-forward activation, "gelu" (GPT-2), "relu" or "silu".
+        activation: Feed-forward activation, "gelu", "gelu_tanh" (GPT-2's tanh approximation), "relu" or "silu".
         ffn: "gelu" (a two-layer MLP with `activation`) or "swiglu".
         dropout: Dropout on embeddings and residual branches.
         attn_dropout: Dropout on attention weights.
@@ -42,7 +42,8 @@ class DecoderOnly(nn.Module):
         norm_first: Pre-norm (GPT-2) or post-norm layers.
         norm_eps: LayerNorm epsilon.
         qk_norm: LayerNorm on queries and keys per head.
-        pad_id: Padding id (its embedding row stays zero).
+        pad_id: Padding id (its embedding row stays zero and gets no gradient); None when every id is a real token
+            (GPT-2: id 0 is "!" and no id is spare, so an imported GPT-2 has no padding row).
 
     Raises:
         ValueError: `num_heads` not dividing `dim`, a non-positive `context_length`, or an unknown option.
@@ -67,7 +68,7 @@ class DecoderOnly(nn.Module):
         norm_first: bool = True,
         norm_eps: float = 1e-5,
         qk_norm: bool = False,
-        pad_id: int = 0,
+        pad_id: int | None = 0,
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -123,8 +124,16 @@ class DecoderOnly(nn.Module):
                     nn.init.zeros_(m.bias)
         nn.init.normal_(self.output.weight, std=0.02)
         nn.init.normal_(self.embed.embed.weight, std=0.02)
-        with torch.no_grad():
-            self.embed.embed.weight[self.pad_id].zero_()
+        if self.pad_id is not None:
+            with torch.no_grad():
+                self.embed.embed.weight[self.pad_id].zero_()
+
+    @classmethod
+    def from_hf(cls, model: nn.Module) -> DecoderOnly:
+        """Build ours from a transformers `GPT2LMHeadModel` (its config and weights); logits match to 1e-4 in fp32."""
+        from ._hf_gpt2 import gpt2_from_hf
+
+        return gpt2_from_hf(cls, model)
 
     def forward(self, ids: Tensor, *, cache: DecoderCache | None = None) -> Tensor:
         """Logits [B, T, V] for ids [B, T] (all positions, or the new ones after those in `cache`).

@@ -2,11 +2,19 @@
 
 The source is encoded once; cross-attention keys/values are computed at the first step and kept in the cache, and every
 step feeds only the newest token. Shape legend: B sentences, K beams, T target steps, V vocabulary.
+
+Against transformers' `generate` (checked in tests/models/test_hf_marian.py): `greedy_decode` is
+`generate(do_sample=False, num_beams=1, forced_eos_token_id=eos)` and `beam_search` is
+`generate(num_beams=K, early_stopping=True, length_penalty=lp, forced_eos_token_id=eos)` with
+`forced_eos_score="zero"`, both with `max_len_a=0, max_len_b=n` as `max_new_tokens=n`; `banned_ids` is
+`bad_words_ids` of single tokens (or `suppress_tokens`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -41,6 +49,7 @@ def greedy_decode(
     max_len_b: int = 10,
     hard_max: int | None = None,
     use_cache: bool = True,
+    banned_ids: Sequence[int] = (),
 ) -> Tensor:
     """Most likely next token at every step until EOS or the length budget; returns ids [B, T] (EOS kept, then pad).
 
@@ -55,6 +64,8 @@ def greedy_decode(
         hard_max: Cap on every budget.
         use_cache: Feed one token per step through the KV cache (False recomputes the whole prefix each step;
             the result is the same, only slower: kept for tests and benchmarks).
+        banned_ids: Tokens never chosen (Marian's pad, which its configs ban through `bad_words_ids`); EOS at the
+            budget is still forced.
     """
     memory, mask = model.encode(src)
     b = memory.shape[0]
@@ -66,6 +77,8 @@ def greedy_decode(
     for t in range(steps):
         step_in = tokens[:, -1:] if use_cache else tokens
         logits = model.decode(step_in, memory, mask, cache=cache)[:, -1]
+        if banned_ids:
+            logits[:, list(banned_ids)] = float("-inf")
         nxt = logits.argmax(dim=-1)
         # The budget includes EOS: a sentence at its last allowed step is closed with EOS.
         nxt = torch.where(limits == t + 1, torch.full_like(nxt, eos_id), nxt)
@@ -90,6 +103,8 @@ def beam_search(
     max_len_a: float = 1.5,
     max_len_b: int = 10,
     hard_max: int | None = None,
+    banned_ids: Sequence[int] = (),
+    forced_eos_score: Literal["logprob", "zero"] = "logprob",
 ) -> Tensor:
     """Beam search (fairseq's rules): returns the best finished hypothesis per sentence, ids [B, T] (EOS, then pad).
 
@@ -108,12 +123,18 @@ def beam_search(
         max_len_a: Output budget per source token.
         max_len_b: Output budget added to that.
         hard_max: Cap on every budget.
+        banned_ids: Tokens never chosen: their log-probability becomes -inf after the softmax and the others keep
+            theirs (not renormalised), as transformers' `bad_words_ids` / `suppress_tokens` do in beam search.
+        forced_eos_score: What the EOS forced at the length budget adds to a hypothesis' score: "logprob" (its
+            log-probability, fairseq) or "zero" (transformers' `forced_eos_token_id` sets it to 0).
 
     Raises:
-        ValueError: `beam_size` < 1.
+        ValueError: `beam_size` < 1 or an unknown `forced_eos_score`.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if forced_eos_score not in ("logprob", "zero"):
+        raise ValueError(f"forced_eos_score must be 'logprob' or 'zero', got {forced_eos_score!r}")
     k = beam_size
     memory, mask = model.encode(src)
     b, device = memory.shape[0], memory.device
@@ -131,12 +152,14 @@ def beam_search(
     base = torch.arange(b, device=device)[:, None] * k  # row offset of each sentence in the B*K batch
     for t in range(steps):
         logp = torch.log_softmax(model.decode(tokens[:, -1:], memory, mask, cache=cache)[:, -1].float(), dim=-1)
+        if banned_ids:
+            logp[:, list(banned_ids)] = float("-inf")
         v = logp.shape[-1]
         last = limits == t + 1  # [B]: sentences whose budget ends at this step
         # At the budget only EOS may follow.
         logp = logp.view(b, k, v)
         forced = torch.full_like(logp, float("-inf"))
-        forced[..., eos_id] = logp[..., eos_id]
+        forced[..., eos_id] = logp[..., eos_id] if forced_eos_score == "logprob" else 0.0
         logp = torch.where(last[:, None, None], forced, logp)
         cand = (scores[:, :, None] + logp).view(b, k * v)
         top_scores, top_idx = cand.topk(min(2 * k, k * v), dim=1)  # [B, 2K]

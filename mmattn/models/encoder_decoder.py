@@ -13,7 +13,16 @@ from mmattn.nn import Decoder, DecoderCache, Encoder, LearnedPositionalEmbedding
 __all__ = ["EncoderDecoder", "TokenEmbedding"]
 
 Positions = Literal["sinusoidal", "learned", "rotary"]
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class _GELUTanh(nn.GELU):
+    """GELU with the tanh approximation (Hendrycks & Gimpel, 2016): GPT-2's "gelu_new"."""
+
+    def __init__(self) -> None:
+        super().__init__(approximate="tanh")
+
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "gelu_tanh": _GELUTanh, "silu": nn.SiLU}
 
 
 class TokenEmbedding(nn.Module):
@@ -22,11 +31,13 @@ class TokenEmbedding(nn.Module):
     Args:
         vocab_size: Rows of the table.
         dim: Token width D.
-        pad_id: Padding id (its row starts at zero and gets no gradient).
+        pad_id: Padding id (its row starts at zero and gets no gradient); None: no padding row, every id is a
+            real token (GPT-2's vocabulary has no spare id).
         positions: "sinusoidal" (fixed), "learned" (a table of `max_positions`) or "none" (rotary in attention).
         max_positions: Rows of a learned table (sinusoidal tables grow on demand).
         scale: Multiply embeddings by sqrt(D).
         dropout: Dropout on the sum.
+        sinusoidal_layout: Channel order of the sinusoidal table, "interleaved" (the paper) or "halves" (Marian).
     """
 
     def __init__(
@@ -34,21 +45,25 @@ class TokenEmbedding(nn.Module):
         vocab_size: int,
         dim: int,
         *,
-        pad_id: int = 0,
+        pad_id: int | None = 0,
         positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
         max_positions: int = 1024,
         scale: bool = True,
         dropout: float = 0.0,
+        sinusoidal_layout: Literal["interleaved", "halves"] = "interleaved",
     ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
         # N(0, D^-1/2) keeps the scaled embedding at unit variance, on the scale of the positions.
         nn.init.normal_(self.embed.weight, std=dim**-0.5)
-        with torch.no_grad():
-            self.embed.weight[pad_id].zero_()
+        if pad_id is not None:
+            with torch.no_grad():
+                self.embed.weight[pad_id].zero_()
         self.scale = math.sqrt(dim) if scale else 1.0
         if positions == "sinusoidal":
-            self.positions: nn.Module | None = SinusoidalPositionalEncoding(dim, max_positions)
+            self.positions: nn.Module | None = SinusoidalPositionalEncoding(
+                dim, max_positions, layout=sinusoidal_layout
+            )
         elif positions == "learned":
             self.positions = LearnedPositionalEmbedding(max_positions, dim)
         elif positions == "none":
@@ -93,6 +108,9 @@ class EncoderDecoder(nn.Module):
         source: Optional source adapter replacing the source token embedding.
         ctc: Add a CTC head on the encoder output (`ctc_logits`) for joint CTC/attention training and CTC greedy
             decoding; `Seq2SeqModule` uses the pad id, which no target contains, as CTC's blank.
+        scale_embeddings: Multiply token embeddings by sqrt(dim) (the paper; Marian's `scale_embedding`).
+        output_bias: A learned bias on the output logits (Marian's `final_logits_bias`), starting at zero.
+        sinusoidal_layout: Channel order of sinusoidal positions, "interleaved" (the paper) or "halves" (Marian).
 
     Raises:
         ValueError: `num_heads` not dividing `dim`, `share_embeddings="all"` with two vocabulary sizes, or an unknown
@@ -121,6 +139,9 @@ class EncoderDecoder(nn.Module):
         pad_id: int = 0,
         source: nn.Module | None = None,
         ctc: bool = False,
+        scale_embeddings: bool = True,
+        output_bias: bool = False,
+        sinusoidal_layout: Literal["interleaved", "halves"] = "interleaved",
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -141,7 +162,14 @@ class EncoderDecoder(nn.Module):
         self.src_vocab_size = src_vocab_size
         self.tgt_vocab_size = tgt_vocab_size
         absolute = "none" if positions == "rotary" else positions
-        embed_kw = dict(pad_id=pad_id, positions=absolute, max_positions=max_positions, dropout=dropout)
+        embed_kw = dict(
+            pad_id=pad_id,
+            positions=absolute,
+            max_positions=max_positions,
+            scale=scale_embeddings,
+            dropout=dropout,
+            sinusoidal_layout=sinusoidal_layout,
+        )
         self.tgt_embed = TokenEmbedding(tgt_vocab_size, dim, **embed_kw)
         self.source = source
         self.src_embed: TokenEmbedding | None = None
@@ -161,7 +189,9 @@ class EncoderDecoder(nn.Module):
         )
         self.encoder = Encoder(dim, encoder_depth, num_heads, **stack_kw)
         self.decoder = Decoder(dim, decoder_depth, num_heads, **stack_kw)
-        self.output = nn.Linear(dim, tgt_vocab_size, bias=False)
+        self.output = nn.Linear(dim, tgt_vocab_size, bias=output_bias)
+        if output_bias:
+            nn.init.zeros_(self.output.bias)
         if share_embeddings in ("decoder", "all"):
             self.output.weight = self.tgt_embed.embed.weight
         else:
@@ -174,6 +204,17 @@ class EncoderDecoder(nn.Module):
                     nn.init.xavier_uniform_(m.weight)
                     if m.bias is not None:
                         nn.init.zeros_(m.bias)
+
+    @classmethod
+    def from_hf(cls, model: nn.Module) -> EncoderDecoder:
+        """Build ours from a transformers `MarianMTModel` (its config and weights); logits match to 1e-4 in fp32.
+
+        Marian starts decoding from its pad id: pass `bos_id=config.decoder_start_token_id` to `greedy_decode` /
+        `beam_search` (see `mmattn.models._hf_marian` for the generate settings that give the same outputs).
+        """
+        from ._hf_marian import marian_from_hf
+
+        return marian_from_hf(cls, model)
 
     def encode(self, src: Tensor, src_padding_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Encoder output [B, S, D] and its padding mask [B, S] (True = padding) for a source batch."""

@@ -1,6 +1,7 @@
 """Absolute position encodings: sinusoidal (1-D), learned (1-D and 2-D with resampling), 2-D sin-cos."""
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,15 +18,28 @@ __all__ = [
 ]
 
 
-def sinusoidal_table(num_positions: int, dim: int, *, base: float = 10000.0) -> Tensor:
+def sinusoidal_table(
+    num_positions: int, dim: int, *, base: float = 10000.0, layout: Literal["interleaved", "halves"] = "interleaved"
+) -> Tensor:
     """PE[p, 2i] = sin(p / base**(2i/dim)), PE[p, 2i+1] = cos(p / base**(2i/dim)) (Vaswani et al., 2017).
 
-    Sine and cosine interleave over channel pairs. Computed in float64, returned as float32 [num_positions, dim].
+    Sine and cosine interleave over channel pairs. `layout="halves"` keeps the same frequencies but puts every sine
+    first and every cosine after them, PE[p, i] = sin(p w_i), PE[p, dim/2 + i] = cos(p w_i) (Marian's table, as
+    transformers' `MarianSinusoidalPositionalEmbedding` stores it). Computed in float64, returned as float32
+    [num_positions, dim].
+
+    Raises:
+        ValueError: An odd `dim` or an unknown `layout`.
     """
     if dim % 2:
         raise ValueError(f"sinusoidal_table needs an even dim, got {dim}")
+    if layout not in ("interleaved", "halves"):
+        raise ValueError(f"layout must be 'interleaved' or 'halves', got {layout!r}")
     position = torch.arange(num_positions, dtype=torch.float64)[:, None]
     inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # 1 / base**(2i/dim)
+    if layout == "halves":
+        angle = position * inv_freq  # [num_positions, dim / 2]
+        return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1).float()
     table = torch.empty(num_positions, dim, dtype=torch.float64)
     table[:, 0::2] = torch.sin(position * inv_freq)
     table[:, 1::2] = torch.cos(position * inv_freq)
@@ -33,19 +47,32 @@ def sinusoidal_table(num_positions: int, dim: int, *, base: float = 10000.0) -> 
 
 
 class SinusoidalPositionalEncoding(nn.Module):
-    """Adds `sinusoidal_table` rows offset..offset+N-1 to x [B, N, D]; the table grows on demand."""
+    """Adds `sinusoidal_table` rows offset..offset+N-1 to x [B, N, D]; the table grows on demand.
 
-    def __init__(self, dim: int, max_len: int = 1024, *, base: float = 10000.0) -> None:
+    `layout` is the channel order of `sinusoidal_table`: "interleaved" (the paper) or "halves" (Marian).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        max_len: int = 1024,
+        *,
+        base: float = 10000.0,
+        layout: Literal["interleaved", "halves"] = "interleaved",
+    ) -> None:
         super().__init__()
         self.dim = dim
         self.base = base
-        self.register_buffer("table", sinusoidal_table(max_len, dim, base=base), persistent=False)
+        self.layout = layout
+        self.register_buffer("table", sinusoidal_table(max_len, dim, base=base, layout=layout), persistent=False)
 
     def forward(self, x: Tensor, *, offset: int = 0) -> Tensor:
         """Return x plus the encoding of positions offset, offset+1, ..."""
         n = x.shape[1]
         if offset + n > self.table.shape[0]:
-            grown = sinusoidal_table(max(offset + n, 2 * self.table.shape[0]), self.dim, base=self.base)
+            grown = sinusoidal_table(
+                max(offset + n, 2 * self.table.shape[0]), self.dim, base=self.base, layout=self.layout
+            )
             self.table = grown.to(self.table.device)
         return x + self.table[offset : offset + n].to(x.dtype)
 

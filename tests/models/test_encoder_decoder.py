@@ -126,6 +126,30 @@ def test_options_are_checked_and_embeddings_tied() -> None:
         beam_search(_model(), _src(), bos_id=BOS, eos_id=EOS, beam_size=0)
 
 
+def test_banned_tokens_and_the_forced_eos_score() -> None:
+    model = _model(seed=3)
+    src = _src()
+    kw = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD, max_len_a=0, max_len_b=6)
+    free = greedy_decode(model, src, **kw)
+    banned = int(free[0, 0])  # row 0's first choice
+    assert banned != EOS
+    for out in (
+        greedy_decode(model, src, banned_ids=(banned,), **kw),
+        beam_search(model, src, banned_ids=[banned], **kw),
+    ):
+        assert banned not in out.tolist()[0][: out.tolist()[0].index(EOS)]
+    with pytest.raises(ValueError, match="forced_eos_score must be 'logprob' or 'zero', got 'free'"):
+        beam_search(model, src, forced_eos_score="free", **kw)
+
+
+def test_output_bias_and_unscaled_embeddings_are_options() -> None:
+    model = _model(output_bias=True, scale_embeddings=False, sinusoidal_layout="halves")
+    assert model.output.bias is not None and not model.output.bias.any()
+    assert model.tgt_embed.scale == 1.0 and model.tgt_embed.positions.layout == "halves"
+    default = _model()
+    assert default.output.bias is None and default.tgt_embed.scale == 32**0.5
+
+
 def test_ctc_greedy_decode_merges_repeats_drops_blanks_and_padding() -> None:
     model = _model(ctc=True)
     src = _src()

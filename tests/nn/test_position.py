@@ -36,6 +36,17 @@ def test_sinusoidal_module_offsets_and_grows():
         sinusoidal_table(4, 7)
 
 
+def test_halves_layout_puts_the_sines_first_and_grows_in_that_layout():
+    interleaved, halves = sinusoidal_table(50, 16), sinusoidal_table(50, 16, layout="halves")
+    # Same frequencies, channels reordered: all sines, then all cosines (Marian's table).
+    torch.testing.assert_close(halves[:, :8], interleaved[:, 0::2], rtol=0, atol=0)
+    torch.testing.assert_close(halves[:, 8:], interleaved[:, 1::2], rtol=0, atol=0)
+    pe = SinusoidalPositionalEncoding(16, max_len=4, layout="halves")
+    torch.testing.assert_close(pe(torch.zeros(1, 3, 16), offset=40), halves[40:43][None])
+    with pytest.raises(ValueError, match="layout must be 'interleaved' or 'halves', got 'paired'"):
+        sinusoidal_table(4, 8, layout="paired")
+
+
 def test_learned_1d_table_bounds():
     pe = LearnedPositionalEmbedding(4, 8)
     assert pe(torch.zeros(2, 4, 8)).shape == (2, 4, 8)

@@ -95,3 +95,15 @@ class ViT(EncoderClassifier):
         from ._timm import vit_from_timm
 
         return vit_from_timm(cls, model)
+
+    @classmethod
+    def from_hf(cls, model: nn.Module, *, img_size: int | tuple[int, int] | None = None) -> "ViT":
+        """Build our ViT from a transformers `ViTForImageClassification` (its config and weights).
+
+        Logits match transformers' to 1e-4 in fp32. With `img_size`, the position table is resampled on import as
+        transformers' `interpolate_pos_encoding=True` does (bicubic, no antialiasing), so the outputs at that size
+        match `model(x, interpolate_pos_encoding=True)`; at run time our table resamples as timm's does.
+        """
+        from ._hf import vit_from_hf
+
+        return vit_from_hf(cls, model, img_size=img_size)
