@@ -49,7 +49,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = instantiate(cfg.module, net=net)
     if hasattr(module, "record_configs"):
         # So that checkpoints and saved folders rebuild the network and read files as this data does.
-        module.record_configs(net=utils.plain_config(cfg.model), data=utils.plain_config(cfg.data))
+        # A network built from pretrained weights records the architecture it has (`init_config`): rebuilding from a
+        # checkpoint then builds that, without fetching the weights again.
+        net_config = getattr(net, "init_config", None) or utils.plain_config(cfg.model)
+        module.record_configs(net=net_config, data=utils.plain_config(cfg.data))
     utils.log_hyperparameters(trainer, cfg, module, run_info)
     ckpt_path = utils.resolve_ckpt_path(cfg.get("ckpt_path"), trainer)
 

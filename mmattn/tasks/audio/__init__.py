@@ -1,5 +1,6 @@
 """Audio adapter: reading and features, spectrogram patches, AST, audio datamodules, the built-in DTMF demo."""
 
+from ._hf import ast_from_hf_hub
 from .ast import AST, SpectrogramPatchEmbed
 from .datamodules import (
     AudioClassificationDataModule,
@@ -13,6 +14,7 @@ from .features import AST_MEAN, AST_STD, AudioFeatures, KaldiFbank, LogMelSpectr
 
 __all__ = [
     "AST",
+    "ast_from_hf_hub",
     "SpectrogramPatchEmbed",
     "AudioClassificationDataModule",
     "AudioFolderDataModule",

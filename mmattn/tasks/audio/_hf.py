@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ast_from_hf", "hf_ast_config", "checkpoint_filter_fn"]
+__all__ = ["ast_from_hf", "ast_from_hf_hub", "checkpoint_filter_fn", "hf_ast_config", "hf_patch_grid"]
 
 _HF_PREFIX = "audio_spectrogram_transformer."
 
@@ -94,20 +94,52 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
     return state_dict
 
 
+def hf_patch_grid(config: dict[str, Any]) -> tuple[int, int]:
+    """The (frequency, time) patch grid of an AST config (`hf_ast_config` keys): its position table's shape."""
+    p = config["patch_size"]
+    return (
+        (config["num_mel_bins"] - p) // config["freq_stride"] + 1,
+        (config["target_length"] - p) // config["time_stride"] + 1,
+    )
+
+
 def ast_from_hf(cls: type, model: nn.Module, *, target_length: int | None = None) -> nn.Module:
     """Build `cls` from an HF AST and load its weights strictly; another `target_length` resamples positions."""
     config = hf_ast_config(model)
-    hf_grid = None
-    if target_length is not None and target_length != config["target_length"]:
-        p = config["patch_size"]
-        hf_grid = (
-            (config["num_mel_bins"] - p) // config["freq_stride"] + 1,
-            (config["target_length"] - p) // config["time_stride"] + 1,
-        )
+    hf_grid = hf_patch_grid(config)
+    if target_length is not None:
         config["target_length"] = target_length
     ours = cls(**config)
-    if hf_grid is not None:
-        # The position table is not square, so its source grid must be named for the resampling on load.
-        ours.pos_embed.checkpoint_grid_size = hf_grid
+    # The position table is not square, so its source grid must be named for the resampling on load.
+    ours.pos_embed.checkpoint_grid_size = hf_grid
     ours.load_state_dict(checkpoint_filter_fn(model.state_dict(), ours), strict=True)
     return ours.to(next(model.parameters()).dtype)
+
+
+def ast_from_hf_hub(
+    name_or_path: str, *, num_classes: int, target_length: int | None = None, **overrides: Any
+) -> nn.Module:
+    """Our AST with the weights of a transformers `ASTForAudioClassification` (a Hub id or a local folder), for
+    `num_classes` classes at `target_length` frames.
+
+    The head is new when the class count differs, the position table is resampled for another clip length, and what
+    loaded, resampled or stayed new is logged. The model records its architecture (`init_config`), so a run's
+    checkpoints rebuild it without fetching the weights again.
+
+    Raises:
+        ValueError: Not an AST classification model, or one that uses what mmattn's AST does not implement.
+    """
+    from transformers import ASTForAudioClassification
+
+    from mmattn.models.pretrained import load_pretrained, record_init_config
+
+    from .ast import AST
+
+    reference = ASTForAudioClassification.from_pretrained(name_or_path)
+    config = hf_ast_config(reference)
+    hf_grid = hf_patch_grid(config)
+    config.update(num_classes=num_classes, **({"target_length": target_length} if target_length else {}), **overrides)
+    model = AST(**config)
+    model.pos_embed.checkpoint_grid_size = hf_grid
+    load_pretrained(model, checkpoint_filter_fn(reference.state_dict(), model), source=f"transformers {name_or_path}")
+    return record_init_config(model, "mmattn.tasks.audio.AST", **config)

@@ -2,6 +2,7 @@
 
 from .data import ImageDecodeError, read_image
 from .datamodules import CIFARDataModule, ImageClassificationDataModule, ImageFolderDataModule, ShapesDataModule
+from .pretrained import vit_from_timm_hub
 from .shapes import SHAPE_CLASSES, make_shapes
 from .vit import ViT
 
@@ -9,6 +10,7 @@ __all__ = [
     "ImageDecodeError",
     "read_image",
     "ViT",
+    "vit_from_timm_hub",
     "CIFARDataModule",
     "ImageClassificationDataModule",
     "ImageFolderDataModule",
