@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._hf_common import hf_activation, mlp_ratio, place, unsupported
+from .hf_import import build_strict, hf_activation, mlp_ratio, place, unsupported
 
 __all__ = ["checkpoint_filter_fn", "gpt2_from_hf", "hf_gpt2_config"]
 
@@ -126,6 +126,4 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
 
 def gpt2_from_hf(cls: type, model: nn.Module) -> nn.Module:
     """Build `cls` from a transformers GPT-2 and load its weights (strict: every tensor must find its place)."""
-    ours = cls(**hf_gpt2_config(model))
-    ours.load_state_dict(checkpoint_filter_fn(model.state_dict(), ours), strict=True)
-    return ours.to(next(model.parameters()).dtype)
+    return build_strict(cls, hf_gpt2_config(model), model, checkpoint_filter_fn)

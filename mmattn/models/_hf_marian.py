@@ -39,7 +39,7 @@ from torch import nn
 
 from mmattn.nn import sinusoidal_table
 
-from ._hf_common import hf_activation, mlp_ratio, place, unsupported
+from .hf_import import build_strict, hf_activation, mlp_ratio, place, unsupported
 
 __all__ = ["checkpoint_filter_fn", "hf_marian_config", "marian_from_hf"]
 
@@ -204,6 +204,4 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
 
 def marian_from_hf(cls: type, model: nn.Module) -> nn.Module:
     """Build `cls` from a transformers Marian and load its weights (strict: every tensor must find its place)."""
-    ours = cls(**hf_marian_config(model))
-    ours.load_state_dict(checkpoint_filter_fn(model.state_dict(), ours), strict=True)
-    return ours.to(next(model.parameters()).dtype)
+    return build_strict(cls, hf_marian_config(model), model, checkpoint_filter_fn)

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmattn.models.hf_import import build_strict, convert_vit_style
+
 __all__ = ["ast_from_hf", "ast_from_hf_hub", "checkpoint_filter_fn", "hf_ast_config", "hf_patch_grid"]
 
 _HF_PREFIX = "audio_spectrogram_transformer."
@@ -41,56 +43,22 @@ def hf_ast_config(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def _convert_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a transformers (>= 5) AST state dict to ours; q/k/v projections are packed into one `qkv`."""
-    renames = {
-        "embeddings.cls_token": "cls_token",
-        "embeddings.distillation_token": "dist_token",
-        "embeddings.position_embeddings": "pos_embed.weight",
-        "embeddings.patch_embeddings.projection.": "embed.patch.proj.",
-        "layernorm.": "encoder.norm.",
-        "classifier.layernorm.": "fc_norm.",
-        "classifier.dense.": "head.",
-    }
-    layer_renames = {
-        "attention.o_proj.": "attn.out_proj.",
-        "layernorm_before.": "norm1.",
-        "layernorm_after.": "norm2.",
-        "mlp.fc1.": "mlp.fc1.",
-        "mlp.fc2.": "mlp.fc2.",
-    }
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix(_HF_PREFIX)
-        if key.startswith("layers."):
-            _, index, rest = key.split(".", 2)
-            if rest.startswith("attention.") and rest.split(".")[1] in ("q_proj", "k_proj", "v_proj"):
-                _, proj, param = rest.split(".")
-                qkv.setdefault((int(index), param), {})[proj[0]] = value
-                continue
-            for old, new in layer_renames.items():
-                if rest.startswith(old):
-                    out[f"encoder.layers.{index}.{new}{rest[len(old) :]}"] = value
-                    break
-            else:
-                raise ValueError(f"HF AST key {key!r} has no counterpart in mmattn's AST (transformers >= 5 layout)")
-            continue
-        for old, new in renames.items():
-            if key.startswith(old):
-                out[new + key[len(old) :]] = value
-                break
-        else:
-            raise ValueError(f"HF AST key {key!r} has no counterpart in mmattn's AST (transformers >= 5 layout)")
-    for (index, param), parts in qkv.items():
-        out[f"encoder.layers.{index}.attn.qkv.{param}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
-    return out
+# transformers' AST names outside the encoder layers -> ours.
+_RENAMES = {
+    "embeddings.cls_token": "cls_token",
+    "embeddings.distillation_token": "dist_token",
+    "embeddings.position_embeddings": "pos_embed.weight",
+    "embeddings.patch_embeddings.projection.": "embed.patch.proj.",
+    "layernorm.": "encoder.norm.",
+    "classifier.layernorm.": "fc_norm.",
+    "classifier.dense.": "head.",
+}
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Turn an HF AST state dict into one `model` loads; ours passes through unchanged."""
     if any(k.startswith(_HF_PREFIX) for k in state_dict):
-        state_dict = _convert_hf(state_dict)
+        state_dict = convert_vit_style(state_dict, prefix=_HF_PREFIX, renames=_RENAMES, family="AST")
     return state_dict
 
 
@@ -109,11 +77,12 @@ def ast_from_hf(cls: type, model: nn.Module, *, target_length: int | None = None
     hf_grid = hf_patch_grid(config)
     if target_length is not None:
         config["target_length"] = target_length
-    ours = cls(**config)
-    # The position table is not square, so its source grid must be named for the resampling on load.
-    ours.pos_embed.checkpoint_grid_size = hf_grid
-    ours.load_state_dict(checkpoint_filter_fn(model.state_dict(), ours), strict=True)
-    return ours.to(next(model.parameters()).dtype)
+
+    def name_grid(ours: nn.Module) -> None:
+        # The position table is not square, so its source grid must be named for the resampling on load.
+        ours.pos_embed.checkpoint_grid_size = hf_grid
+
+    return build_strict(cls, config, model, checkpoint_filter_fn, name_grid)
 
 
 def ast_from_hf_hub(

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmattn.models.hf_import import build_strict, convert_vit_style
 from mmattn.nn import resample_pos_embed
 
 __all__ = ["checkpoint_filter_fn", "hf_vit_config", "vit_from_hf"]
@@ -28,13 +29,6 @@ _RENAMES = {
     "embeddings.patch_embeddings.projection.": "embed.proj.",
     "layernorm.": "encoder.norm.",
     "classifier.": "head.",
-}
-_LAYER_RENAMES = {
-    "attention.o_proj.": "attn.out_proj.",
-    "layernorm_before.": "norm1.",
-    "layernorm_after.": "norm2.",
-    "mlp.fc1.": "mlp.fc1.",
-    "mlp.fc2.": "mlp.fc2.",
 }
 
 
@@ -76,36 +70,6 @@ def hf_vit_config(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def _convert_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a transformers (>= 5) ViT state dict to ours; q/k/v projections are packed into one `qkv`."""
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    for source, value in state_dict.items():
-        key = source.removeprefix(_HF_PREFIX)
-        if key.startswith("layers."):
-            _, index, rest = key.split(".", 2)
-            if rest.startswith("attention.") and rest.split(".")[1] in ("q_proj", "k_proj", "v_proj"):
-                _, proj, param = rest.split(".")
-                qkv.setdefault((index, param), {})[proj[0]] = value
-                continue
-            for old, new in _LAYER_RENAMES.items():
-                if rest.startswith(old):
-                    out[f"encoder.layers.{index}.{new}{rest[len(old) :]}"] = value
-                    break
-            else:
-                raise ValueError(f"HF ViT key {source!r} has no counterpart in mmattn's ViT (transformers >= 5 layout)")
-            continue
-        for old, new in _RENAMES.items():
-            if key.startswith(old):
-                out[new + key[len(old) :]] = value
-                break
-        else:
-            raise ValueError(f"HF ViT key {source!r} has no counterpart in mmattn's ViT (transformers >= 5 layout)")
-    for (index, param), parts in qkv.items():
-        out[f"encoder.layers.{index}.attn.qkv.{param}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
-    return out
-
-
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Turn an HF ViT state dict into one `model` loads; ours passes through unchanged.
 
@@ -114,7 +78,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
     """
     if not any(k.startswith(_HF_PREFIX) for k in state_dict):
         return state_dict
-    state_dict = _convert_hf(state_dict)
+    state_dict = convert_vit_style(state_dict, prefix=_HF_PREFIX, renames=_RENAMES, family="ViT")
     hf_grid = getattr(model.pos_embed, "checkpoint_grid_size", None)
     grid = tuple(model.embed.grid_size)
     if hf_grid is not None and tuple(hf_grid) != grid:
@@ -131,7 +95,8 @@ def vit_from_hf(cls: type, model: nn.Module, *, img_size: int | tuple[int, int] 
     if img_size is not None and _pair(img_size) != config["img_size"]:
         hf_grid = tuple(s // p for s, p in zip(config["img_size"], config["patch_size"]))
         config["img_size"] = _pair(img_size)
-    ours = cls(**config)
-    ours.pos_embed.checkpoint_grid_size = hf_grid
-    ours.load_state_dict(checkpoint_filter_fn(model.state_dict(), ours), strict=True)
-    return ours.to(next(model.parameters()).dtype)
+
+    def name_grid(ours: nn.Module) -> None:
+        ours.pos_embed.checkpoint_grid_size = hf_grid
+
+    return build_strict(cls, config, model, checkpoint_filter_fn, name_grid)

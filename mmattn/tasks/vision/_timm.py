@@ -5,6 +5,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmattn.models.hf_import import build_strict
+
 __all__ = ["checkpoint_filter_fn", "timm_vit_config", "vit_from_timm"]
 
 
@@ -101,6 +103,4 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
 
 def vit_from_timm(cls: type, model: nn.Module) -> nn.Module:
     """Build `cls` from a timm VisionTransformer and load its weights (strict: every tensor must find its place)."""
-    ours = cls(**timm_vit_config(model))
-    ours.load_state_dict(checkpoint_filter_fn(model.state_dict(), ours), strict=True)
-    return ours.to(next(model.parameters()).dtype)
+    return build_strict(cls, timm_vit_config(model), model, checkpoint_filter_fn)
