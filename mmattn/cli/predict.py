@@ -41,16 +41,18 @@ def predict(cfg: DictConfig) -> Path:
     spec = module.predict_inputs()
     inputs = OmegaConf.to_container(cfg.inputs) if OmegaConf.is_list(cfg.inputs) else str(cfg.inputs)
     items = expand_inputs(inputs, spec)
+    output = Path(to_absolute_path(str(cfg.output)))
+    writer = JSONLinesWriter(output, items, stop_on_bad=not cfg.skip_bad_files)
+    callbacks = [*utils.instantiate_group(cfg.get("callbacks"), pl.Callback), writer]
+    trainer = utils.build_trainer(cfg, callbacks, [])
+    # One process stops at the first unreadable input; several read on and decide together (see JSONLinesWriter).
+    skip = bool(cfg.skip_bad_files) or trainer.world_size > 1
     loader = DataLoader(
-        PredictDataset(items, spec.read, skip_bad_files=bool(cfg.skip_bad_files)),
+        PredictDataset(items, spec.read, skip_bad_files=skip),
         batch_size=int(cfg.batch_size),
         num_workers=int(cfg.num_workers),
         collate_fn=functools.partial(collate_predict, collate=spec.collate),
     )
-    output = Path(to_absolute_path(str(cfg.output)))
-    writer = JSONLinesWriter(output, items)
-    callbacks = [*utils.instantiate_group(cfg.get("callbacks"), pl.Callback), writer]
-    trainer = utils.build_trainer(cfg, callbacks, [])
     with utils.ddp_children_share_run_dir(Path.cwd(), trainer):
         trainer.predict(module, dataloaders=loader, return_predictions=False)
     if trainer.is_global_zero:

@@ -19,7 +19,14 @@ from torch.utils.data import Dataset
 
 from mmattn.data.skipping import BadFile
 
-__all__ = ["MANIFEST_KEYS", "PredictDataset", "PredictInputs", "collate_predict", "expand_inputs"]
+__all__ = [
+    "MANIFEST_KEYS",
+    "PredictDataset",
+    "PredictInputs",
+    "collate_predict",
+    "expand_inputs",
+    "unreadable_message",
+]
 
 # Keys of a JSON-lines manifest that hold an item: a file (first match wins), or a text.
 MANIFEST_KEYS = {"files": ("audio", "audio_filepath", "image", "path", "file"), "text": ("text", "src", "prompt")}
@@ -101,8 +108,15 @@ class PredictDataset(Dataset):
             return i, self.read(self.items[i])
         except (OSError, ValueError) as e:
             if not self.skip_bad_files:
-                raise
+                raise ValueError(unreadable_message(self.items[i], str(e))) from e
             return i, BadFile(self.items[i], str(e))
+
+
+def unreadable_message(item: str, error: str) -> str:
+    """What stops a prediction at an unreadable input: the input, the reader's reason, the option that goes on."""
+    reason = error.split("; ")[0]  # the reader's own advice (a training option) does not apply here
+    what = reason if item in reason else f"input {item} cannot be read ({reason})"
+    return f"{what}; pass skip_bad_files=true to list unreadable inputs and go on"
 
 
 def collate_predict(samples: Sequence[tuple[int, Any]], collate: Callable[[list[Any]], Any]) -> dict[str, Any]:

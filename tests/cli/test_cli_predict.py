@@ -45,7 +45,7 @@ def test_a_classifier_predicts_a_folder_in_order(compose_cfg, trained_run, tmp_p
     ckpt = trained_run("vision") / "checkpoints" / "last.ckpt"
     photos = _photos(tmp_path / "photos", broken=3)
     cfg = _config(compose_cfg, tmp_path, f"ckpt_path={ckpt}", f"inputs={tmp_path / 'photos'}", "batch_size=3")
-    with pytest.raises(ValueError, match=r"cannot read image .*03\.png .*skip_bad_files=true"):
+    with pytest.raises(ValueError, match=r"cannot read image .*03\.png \(.*\); pass skip_bad_files=true to list"):
         predict(cfg)
     cfg.skip_bad_files = True
     cfg.options = {"top_k": 2}
@@ -125,3 +125,10 @@ def test_two_ddp_processes_write_each_input_once_in_order(run_cli, trained_run, 
     assert [line["labels"] for line in b] == [line["labels"] for line in a]
     assert np.allclose([line["probs"] for line in b], [line["probs"] for line in a], atol=1e-6)
     assert not list(tmp_path.glob(".*.part"))
+
+    # An unreadable input under DDP: both ranks stop with one line (none waits for the other), nothing is written.
+    (tmp_path / "photos" / "03.png").write_bytes(b"not a png")
+    bad = run_cli("mmattn-predict", *args, "output=bad.jsonl", "trainer=ddp_cpu", cwd=tmp_path)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr[-3000:]
+    assert "mmattn-predict: error: cannot read image photos/03.png" in bad.stderr
+    assert not (tmp_path / "bad.jsonl").exists() and not list(tmp_path.glob(".*.part"))
