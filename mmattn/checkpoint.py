@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIG_KEY", "MODULE_KEY", "load", "load_folder", "load_module", "load_run_config", "read_checkpoint"]
+__all__ = ["CONFIG_KEY", "MODULE_KEY", "load", "load_folder", "load_module", "read_checkpoint"]
 
 # Where mmattn-train stores the resolved run config inside every checkpoint (`mmattn.lit.ConfigInCheckpoint`).
 CONFIG_KEY = "mmattn_config"
@@ -58,21 +58,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is a torch file but not a Lightning checkpoint (it has no state_dict)")
     return checkpoint
-
-
-def load_run_config(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
-    """The training config that mmattn-train stored in `checkpoint` (read from `path`).
-
-    Raises:
-        ValueError: The checkpoint holds no mmattn config (it was not written by mmattn-train).
-    """
-    config = checkpoint.get(CONFIG_KEY)
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict) or "module" not in config:
-        raise ValueError(
-            f"{path} holds no '{CONFIG_KEY}' entry with the model and module configs, so the model cannot be "
-            "rebuilt; use a checkpoint written by mmattn-train"
-        )
-    return config
 
 
 def load(
