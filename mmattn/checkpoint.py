@@ -87,8 +87,6 @@ def load(
     options = dict(device=device, trust=tuple(trust), kinds=kinds, hint=hint)
     if path.is_file():
         return load_module(path, **options)
-    if path.is_dir() or not _looks_like_repo_id(str(source)):
-        return load_folder(pretrained_folder(str(path)), **options)
     return load_folder(pretrained_folder(str(source)), **options)
 
 

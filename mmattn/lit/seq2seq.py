@@ -321,12 +321,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         Raises:
             ValueError: The net has no source adapter that reads files, or there is no tokenizer.
         """
-        source = getattr(self.net, "source", None)
-        if not (callable(getattr(source, "read_file", None)) and callable(getattr(source, "collate", None))):
-            raise ValueError(
-                "this model's source is not read from files (it has no source adapter with read_file/collate); "
-                "use mmattn-translate for text models"
-            )
+        source = self._file_source()
         if self.tokenizer is None:
             raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
         was_training = self.training
@@ -345,13 +340,26 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         """Files read by the net's source adapter (speech), or lines of source text (translation)."""
         if self.tokenizer is None:
             raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
-        source = getattr(self.net, "source", None)
-        if source is not None:
-            if not (callable(getattr(source, "read_file", None)) and callable(getattr(source, "collate", None))):
-                raise ValueError(f"this model's source {type(source).__name__} does not read files (read_file/collate)")
+        if getattr(self.net, "source", None) is not None:
+            source = self._file_source()
             return PredictInputs("files", source.read_file, source.collate, getattr(source, "extensions", None))
         encode = functools.partial(_encode_source, self.tokenizer)
         return PredictInputs("text", encode, functools.partial(_pad_ids, pad_id=self.tokenizer.pad_id))
+
+    def _file_source(self) -> Any:
+        """The net's source adapter, which reads files (`read_file`) and batches them (`collate`).
+
+        Raises:
+            ValueError: The source is text (no adapter), or an adapter without those two methods.
+        """
+        source = getattr(self.net, "source", None)
+        if not (callable(getattr(source, "read_file", None)) and callable(getattr(source, "collate", None))):
+            what = "text" if source is None else type(source).__name__
+            raise ValueError(
+                f"this model's source ({what}) is not read from files (no source adapter with read_file/collate); "
+                "use mmattn-translate or translate() for text models"
+            )
+        return source
 
     def configure_prediction(self, **decoding: Any) -> None:
         """Decoding options of `predict_step` over the module's own (method, beam_size, length_penalty, ...)."""
