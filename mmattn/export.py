@@ -56,28 +56,18 @@ class _PastKV:
         return self.k, self.v
 
 
-class _TextEncoder(nn.Module):
-    """`EncoderDecoder.encode` of source ids, with the padding mask always returned (no data-dependent branch)."""
+class _SourceEncoder(nn.Module):
+    """`EncoderDecoder.encode_padded` of named input tensors (source ids, or a source embedding's inputs)."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, names: list[str]) -> None:
         super().__init__()
         self.net = net
+        self.names = names
 
-    def forward(self, src: Tensor) -> tuple[Tensor, Tensor]:
-        mask = src == self.net.pad_id
-        return self.net.encoder(self.net.src_embed(src), key_padding_mask=mask), mask
-
-
-class _AudioEncoder(nn.Module):
-    """`EncoderDecoder.encode` of waveforms through the speech front end, with the padding mask always returned."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
-        tokens, mask = self.net.source.tokens_and_mask({"audio": audio, "audio_lengths": audio_lengths})
-        return self.net.encoder(tokens, key_padding_mask=mask), mask
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, Tensor]:
+        if self.net.source is None or self.names == ["inputs"]:
+            return self.net.encode_padded(inputs[0])
+        return self.net.encode_padded(dict(zip(self.names, inputs)))
 
 
 class _DecoderStep(nn.Module):
@@ -119,26 +109,25 @@ def _seq2seq_parts(module: Any) -> dict[str, tuple[nn.Module, Callable[[int, int
     depth, heads = len(net.decoder.layers), net.decoder.layers[0].self_attn.num_heads
     head_dim = net.dim // heads
     if net.source is not None:
-        rate = getattr(net.source, "sample_rate", 16000)
+        source = net.source
+        keys = list(source.export_example(1, 1))
 
         def encoder_input(b: int, n: int) -> tuple:
-            lengths = torch.full((b,), n * rate // 10, dtype=torch.long)
-            lengths[0] = lengths[0] * 3 // 4  # one padded row
-            return torch.randn(b, n * rate // 10) * 0.1, lengths
+            return tuple(source.export_example(b, n).values())
 
-        encoder_names = {"inputs": ["audio", "audio_lengths"], "dynamic": {"audio": {0: "batch", 1: "samples"}}}
-        encoder_names["dynamic"]["audio_lengths"] = {0: "batch"}
+        encoder_names = {"inputs": keys, "dynamic": source.export_axes()}
     else:
         vocab = net.src_vocab_size
+        keys = ["src"]
 
         def encoder_input(b: int, n: int) -> tuple:
             ids = torch.randint(4, vocab, (b, n))
             ids[0, n - 2 :] = net.pad_id  # one padded row
             return (ids,)
 
-        encoder_names = {"inputs": ["src"], "dynamic": {"src": {0: "batch", 1: "src_len"}}}
+        encoder_names = {"inputs": keys, "dynamic": {"src": {0: "batch", 1: "src_len"}}}
     encoder_names["outputs"] = ["memory", "memory_mask"]
-    encoder = _AudioEncoder(net) if net.source is not None else _TextEncoder(net)
+    encoder = _SourceEncoder(net, keys)
     past = [f"{kind}_{i}" for i in range(depth) for kind in ("past_k", "past_v")]
 
     def step_input(b: int, n: int) -> tuple:

@@ -104,9 +104,7 @@ class FileReader(Protocol):
 class Renderer(Protocol):
     """Draws one input example on a matplotlib axes, with a heat map over its tokens."""
 
-    def draw(
-        self, ax: Any, example: Any, heat: Tensor | None, layout: TokenLayout, *, tokenizer: Any = None
-    ) -> None:
+    def draw(self, ax: Any, example: Any, heat: Tensor | None, layout: TokenLayout, *, tokenizer: Any = None) -> None:
         """Draw `example` (one item of `InputEmbedding.examples`) on `ax`, with `heat` [N] (one value per token of
         `layout`, row-major) over it when given. `tokenizer` is the module's, for inputs made of token ids."""
         ...
@@ -165,6 +163,25 @@ class InputEmbedding(nn.Module, ABC):
         if torch.is_tensor(x):
             return x[:k]
         raise TypeError(f"{modality_name(self)}: override select() for inputs of type {type(x).__name__}")
+
+    def padded_tokens(self, x: Any) -> tuple[Tensor, Tensor]:
+        """Tokens and a padding mask that is always a tensor (no data-dependent branch, so it exports)."""
+        embedded = self.embed(x)
+        mask = embedded.padding_mask
+        if mask is None:
+            mask = torch.zeros(embedded.tokens.shape[:2], dtype=torch.bool, device=embedded.tokens.device)
+        return embedded.tokens, mask
+
+    def export_example(self, batch_size: int, size: int) -> dict[str, Tensor]:
+        """Named input tensors for export and its check; `size` varies the length of inputs that have one."""
+        x = self.example_input(batch_size)
+        if not torch.is_tensor(x):
+            raise TypeError(f"{modality_name(self)}: override export_example() for inputs of type {type(x).__name__}")
+        return {"inputs": x}
+
+    def export_axes(self) -> dict[str, dict[int, str]]:
+        """The dynamic axes of each `export_example` input (the batch axis by default)."""
+        return {"inputs": {0: "batch"}}
 
     def forward(self, x: Any) -> Tokens:
         """`embed(x)`, so hooks and tracing see the embedding as one module call."""

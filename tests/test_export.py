@@ -85,7 +85,8 @@ def test_a_speech_model_exports_as_torch_programs(trained_run, data_dir: Path, t
     encoder = torch.export.load(str(tmp_path / "asr" / "encoder.pt2")).module()
     step = torch.export.load(str(tmp_path / "asr" / "decoder_step.pt2")).module()
     clips = sorted((data_dir / "spoken_digits" / "test").glob("*.flac"))[:2]
-    batch = asr.net.source.collate([asr.net.source.read_file(c) for c in clips])
+    reader = asr.net.source.reader()
+    batch = reader.collate([reader.read_file(c) for c in clips])
     got = _exported_greedy(asr, encoder, lambda *a: list(step(*a)), (batch["audio"], batch["audio_lengths"]))
     asr.decoding.update(method="attention", beam_size=1)
     assert got.tolist() == asr.generate(batch).tolist()

@@ -26,6 +26,7 @@ def translate(cfg: DictConfig) -> list[str]:
     from mmattn.lit import Seq2SeqModule
 
     module, _ = load_checkpoint_module(cfg, (Seq2SeqModule,), "; mmattn-translate needs a translation run")
+    module.require_text_source()
     for key in DECODING_OVERRIDES:
         if cfg.get(key) is not None:
             module.decoding[key] = cfg[key]

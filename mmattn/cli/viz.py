@@ -50,8 +50,6 @@ def _positions(cfg: DictConfig) -> list[Path]:
 
 def _attention(cfg: DictConfig) -> list[Path]:
     """Attention maps of `cfg.num_samples` validation examples of the checkpoint's own data."""
-    import torch
-
     from mmattn.build import safe_instantiate
     from mmattn.cli.eval import load_checkpoint_module
     from mmattn.viz.attention import attention_figures, save_figures
@@ -62,9 +60,7 @@ def _attention(cfg: DictConfig) -> list[Path]:
     if cfg.inputs:
         # Files of the user's, read as the model's own evaluation data is (resized / resampled with a warning).
         paths = [str(Path(p).expanduser()) for p in cfg.inputs]
-        x = module.read_files(paths)
-        batch = (x, torch.zeros(len(paths), dtype=torch.long))
-        figures = attention_figures(module, batch, len(paths), titles=[Path(p).name for p in paths])
+        figures = module.file_attention_figures(paths)
     else:
         if not module.hparams.get("data"):
             raise ValueError(f"{ckpt_path} records no data config, so there is nothing to draw from; pass inputs=[...]")

@@ -5,24 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_warn
 
 __all__ = ["AttentionMaps"]
-
-
-def _first(batch: Any, k: int) -> Any:
-    """The first `k` examples of a batch (tensors, tuples/lists and dicts of them; lists of strings too)."""
-    if torch.is_tensor(batch):
-        return batch[:k].detach().clone()
-    if isinstance(batch, dict):
-        return {n: _first(v, k) for n, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        if batch and all(isinstance(v, str) for v in batch):
-            return list(batch[:k])
-        return type(batch)(_first(v, k) for v in batch)
-    return batch
 
 
 class AttentionMaps(pl.Callback):
@@ -58,9 +44,9 @@ class AttentionMaps(pl.Callback):
     def on_validation_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        """Keep the examples of the first validation batch (on the CPU) for every later drawing."""
+        """Keep the first validation batch (on the CPU) for every later drawing; the module picks its examples."""
         if self._batch is None and batch_idx == 0 and trainer.is_global_zero:
-            self._batch = move_data_to_device(_first(batch, self.num_samples), "cpu")
+            self._batch = move_data_to_device(batch, "cpu")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Draw and log, on global rank 0, every `every_n_epochs` epochs (not during the sanity check)."""

@@ -148,6 +148,28 @@ class MMattnModule(
     def configure_prediction(self, **options: Any) -> None:
         """Set the options of `predict_step` (by family: top_k, decoding, sampling); unknown ones raise."""
 
+    @abstractmethod
+    def batch_size(self, batch: Any) -> int:
+        """Examples in one of this module's batches (the profile's samples/s count them)."""
+
+    def attention_figures(
+        self, batch: Any, num_samples: int, *, classes: Sequence[str] | None = None, titles: Sequence[str] | None = None
+    ) -> list:
+        """Attention pictures of the first `num_samples` examples of a batch, as `(name, figure)` pairs.
+
+        Raises:
+            ValueError: This module draws none (the default).
+        """
+        raise ValueError(f"{type(self).__name__} draws no attention pictures")
+
+    def file_attention_figures(self, paths: Sequence[str]) -> list:
+        """Attention pictures of the module on files of the user's (read as its evaluation data is).
+
+        Raises:
+            ValueError: This module draws none (the default).
+        """
+        raise ValueError(f"{type(self).__name__} draws no attention pictures of files")
+
     @classmethod
     @abstractmethod
     def metric_modes(cls, options: Mapping[str, Any]) -> dict[str, str]:

@@ -250,6 +250,38 @@ class ClassificationModule(MMattnModule):
             for row_p, row_i in zip(values.tolist(), ids.tolist())
         ]
 
+    def batch_size(self, batch: Batch) -> int:
+        """The number of labels of an `(inputs, labels)` batch."""
+        return int(batch[1].shape[0])
+
+    def attention_figures(
+        self,
+        batch: Batch,
+        num_samples: int,
+        *,
+        classes: Sequence[str] | None = None,
+        titles: Sequence[str] | None = None,
+    ) -> list:
+        """Class-token attention (rollout, last layer, per head) over the inputs, drawn by their modality's renderer.
+
+        Raises:
+            ValueError: The net is no family whose attention this draws, or its input has no renderer.
+        """
+        from mmattn.viz.attention import net_figures
+
+        x, y = batch[0], batch[1][:num_samples]
+        names = classes or self.classes
+        if titles is None:
+            titles = [names[int(c)] if names else f"class {int(c)}" for c in y]
+        return net_figures(self.net, x, num_samples, titles=titles)
+
+    def file_attention_figures(self, paths: Sequence[str]) -> list:
+        """Attention pictures of files, read as the evaluation data is, titled by file name."""
+        x = self.read_files(list(paths))
+        return self.attention_figures(
+            (x, torch.zeros(len(paths), dtype=torch.long)), len(paths), titles=[Path(p).name for p in paths]
+        )
+
     def predict_inputs(self) -> PredictInputs:
         """Files, read as the evaluation data is (through the recorded data config), batched by stacking."""
         reader = self.data_reader()

@@ -278,6 +278,10 @@ class LanguageModelModule(CarriesTokenizer, MMattnModule):
 
     # ----------------------------------------------------------------------------------------------- prediction
 
+    def batch_size(self, batch: Mapping[str, Tensor]) -> int:
+        """Rows of the token blocks."""
+        return int(batch["ids"].shape[0])
+
     def predict_inputs(self) -> PredictInputs:
         """Prompts, one a line (batched as a list of texts)."""
         return PredictInputs("text", str, list)

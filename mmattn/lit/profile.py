@@ -11,23 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["RunProfile", "batch_size_of", "parameters_per_block"]
-
-
-def batch_size_of(batch: Any) -> int:
-    """Examples in a batch: the first dimension of its target (`tgt`), its `ids`, or its first tensor."""
-    if torch.is_tensor(batch):
-        return int(batch.shape[0]) if batch.ndim else 1
-    if isinstance(batch, dict):
-        for key in ("tgt", "ids"):
-            if key in batch:
-                return batch_size_of(batch[key])
-        batch = list(batch.values())
-    if isinstance(batch, (list, tuple)):
-        for item in batch:
-            if torch.is_tensor(item) or isinstance(item, (dict, list, tuple)):
-                return batch_size_of(item)
-    raise ValueError(f"cannot tell the batch size of a {type(batch).__name__}")
+__all__ = ["RunProfile", "parameters_per_block"]
 
 
 def parameters_per_block(net: torch.nn.Module) -> dict[str, int]:
@@ -70,12 +54,12 @@ class RunProfile(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
         """Start the FLOP counter on the first step of the run; count the examples of the epoch."""
-        self._samples += batch_size_of(batch)
+        self._samples += pl_module.batch_size(batch)
         compiled = getattr(pl_module, "compile_net", False)
         if self.count_flops and not compiled and trainer.global_step == 0 and batch_idx == 0 and not self._flops_batch:
             self._counter = FlopCounterMode(display=False)
             self._counter.__enter__()
-            self._flops_batch = batch_size_of(batch)
+            self._flops_batch = pl_module.batch_size(batch)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int):
         """Stop the FLOP counter after the step that it watched (its backward included)."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 from torchmetrics import MeanMetric, MetricCollection
@@ -19,6 +20,7 @@ from torchmetrics.text import CharErrorRate, CHRFScore, SacreBLEUScore, WordErro
 from mmattn.data.predict import PredictInputs
 from mmattn.lit.base import MMattnModule
 from mmattn.lit.tokenizer_state import TOKENIZER_KEY, CarriesTokenizer, adopt_tokenizer, tokenizer_from_checkpoint
+from mmattn.modality import FileReader, modality_name, require_reader
 from mmattn.models.decoding import beam_search, ctc_greedy_decode, greedy_decode
 
 __all__ = ["Seq2SeqModule", "TOKENIZER_KEY", "tokenizer_from_checkpoint"]
@@ -294,12 +296,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         """Translate plain-text lines with the configured decoding; one output line per input line, in order."""
         if self.tokenizer is None:
             raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
-        source = getattr(self.net, "source", None)
-        if source is not None:
-            raise ValueError(
-                f"this model's source is {type(source).__name__}, not text, so it does not translate text; "
-                "read files with transcribe (mmattn-transcribe)"
-            )
+        self.require_text_source()
         was_training = self.training
         self.eval()
         out: list[str] = []
@@ -313,53 +310,96 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
 
     @torch.no_grad()
     def transcribe(self, paths: Sequence[str | Path], *, batch_size: int = 16) -> list[str]:
-        """Decode files (e.g. audio) through the net's source adapter; one output text per file, in order.
+        """Decode files (audio, images) read by the source's file reader; one output text per file, in order.
 
-        The adapter reads a file with `read_file(path)` and batches what it read with `collate(items)`, so the module
-        needs nothing modality-specific (`mmattn.tasks.speech.SpeechFrontEnd` reads audio at its sample rate).
+        The reader comes from the source's input embedding (the modality contract: `reader()`), so the module needs
+        nothing modality-specific.
 
         Raises:
-            ValueError: The net has no source adapter that reads files, or there is no tokenizer.
+            ValueError: The source has no file reader (text models), or there is no tokenizer.
         """
-        source = self._file_source()
+        reader = self._file_reader()
         if self.tokenizer is None:
             raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
         was_training = self.training
         self.eval()
         out: list[str] = []
         for start in range(0, len(paths), batch_size):
-            src = source.collate([source.read_file(p) for p in paths[start : start + batch_size]])
-            src = {k: v.to(self.device) for k, v in src.items()}
+            src = reader.collate([reader.read_file(p) for p in paths[start : start + batch_size]])
+            src = move_data_to_device(src, self.device)
             out += self.tokenizer.decode_tgt_batch(self.generate(src).tolist())
         self.train(was_training)
         return out
 
+    # ----------------------------------------------------------------------------------------------- pictures
+
+    def batch_size(self, batch: Mapping[str, Any]) -> int:
+        """Rows of the target ids."""
+        return int(batch["tgt"].shape[0])
+
+    def attention_figures(
+        self,
+        batch: Mapping[str, Any],
+        num_samples: int,
+        *,
+        classes: Sequence[str] | None = None,
+        titles: Sequence[str] | None = None,
+    ) -> list:
+        """Cross-attention alignments of the first `num_samples` pairs, and for a source of another modality each
+        target token's attention drawn over the input."""
+        from mmattn.viz.attention import seq2seq_figures
+
+        return seq2seq_figures(self.net, batch["src"], batch["tgt"], num_samples, self.tokenizer)
+
+    @torch.no_grad()
+    def file_attention_figures(self, paths: Sequence[str]) -> list:
+        """Cross-attention of the decoder while it writes its own output for files read by the source's reader."""
+        from mmattn.viz.attention import seq2seq_figures
+
+        reader = self._file_reader()
+        self.eval()
+        src = move_data_to_device(reader.collate([reader.read_file(p) for p in paths]), self.device)
+        return seq2seq_figures(self.net, src, self.generate(src), len(paths), self.tokenizer)
+
     # ----------------------------------------------------------------------------------------------- prediction
 
     def predict_inputs(self) -> PredictInputs:
-        """Files read by the net's source adapter (speech), or lines of source text (translation)."""
+        """Files read by the source's file reader (speech, images), or lines of source text (translation)."""
         if self.tokenizer is None:
             raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
         if getattr(self.net, "source", None) is not None:
-            source = self._file_source()
-            return PredictInputs("files", source.read_file, source.collate, getattr(source, "extensions", None))
+            reader = self._file_reader()
+            return PredictInputs("files", reader.read_file, reader.collate, reader.extensions)
         encode = functools.partial(_encode_source, self.tokenizer)
         return PredictInputs("text", encode, functools.partial(_pad_ids, pad_id=self.tokenizer.pad_id))
 
-    def _file_source(self) -> Any:
-        """The net's source adapter, which reads files (`read_file`) and batches them (`collate`).
+    def _file_reader(self) -> FileReader:
+        """The file reader of the net's source: its embedding's own (speech reads audio at its rate), else the recorded
+        data config's (`load_inputs`: images through the evaluation transform).
 
         Raises:
-            ValueError: The source is text (no adapter), or an adapter without those two methods.
+            ValueError: The source is text token ids, or neither the modality nor the data reads files.
         """
         source = getattr(self.net, "source", None)
-        if not (callable(getattr(source, "read_file", None)) and callable(getattr(source, "collate", None))):
-            what = "text" if source is None else type(source).__name__
+        if source is None:
             raise ValueError(
-                f"this model's source ({what}) is not read from files (no source adapter with read_file/collate); "
-                "use mmattn-translate or translate() for text models"
+                "this model's source is text, which is not read from files; use mmattn-translate or translate()"
             )
-        return source
+        reader = source.reader()
+        if reader is not None:
+            return reader
+        if self.hparams.get("data") and callable(getattr(self.data_reader(), "load_inputs", None)):
+            return _DataFileReader(self)
+        return require_reader(source, "this model's source")
+
+    def require_text_source(self) -> None:
+        """Raise one line unless the source is text token ids (what `translate` and mmattn-translate take)."""
+        source = getattr(self.net, "source", None)
+        if source is not None:
+            raise ValueError(
+                f"this model's source is {modality_name(source)}, not text, so it does not translate text; "
+                "read files with transcribe (mmattn-transcribe)"
+            )
 
     def configure_prediction(self, **decoding: Any) -> None:
         """Decoding options of `predict_step` over the module's own (method, beam_size, length_penalty, ...)."""
@@ -373,6 +413,24 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         if batch["inputs"] is None:
             return []
         return [{"output": text} for text in self.tokenizer.decode_tgt_batch(self.generate(batch["inputs"]).tolist())]
+
+
+class _DataFileReader:
+    """A module's recorded datamodule (`load_inputs`) as a `FileReader` of one file at a time."""
+
+    extensions: tuple[str, ...] | None
+
+    def __init__(self, module: MMattnModule) -> None:
+        self.module = module
+        self.extensions = getattr(module.data_reader(), "extensions", None)
+
+    def read_file(self, path: str | Path) -> Any:
+        """One file as the evaluation data is read."""
+        return self.module.read_files([path])[0]
+
+    def collate(self, items: Sequence[Tensor]) -> Tensor:
+        """Stacked into one batch."""
+        return torch.stack(list(items))
 
 
 def _encode_source(tokenizer: Any, text: str) -> Tensor:

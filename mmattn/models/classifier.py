@@ -1,20 +1,24 @@
-"""EncoderClassifier: any token-grid embedding -> prefix tokens -> positions -> Encoder -> pooling -> linear head."""
+"""EncoderClassifier: any modality's input embedding -> prefix tokens -> positions -> Encoder -> pooling -> head."""
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from mmattn.nn import Encoder, LearnedPositionalEmbedding2D, SinCos2DPositionalEmbedding
+from mmattn.modality import InputEmbedding, Tokens, require_embedding
+from mmattn.nn import Encoder, LearnedPositionalEmbedding2D, SinCos2DPositionalEmbedding, check_heads
 
 __all__ = ["EncoderClassifier"]
 
 
 class EncoderClassifier(nn.Module):
-    """The ViT/AST family built around any input embedding.
+    """The ViT/AST family built around any input embedding; with `num_classes=0`, the encoder tower of a dual
+    encoder (pooled features).
 
-    `embed` maps the raw input to a token grid [B, h, w, D] and exposes `grid_size` (h, w) for the input size the
-    model is built for (images: patches; spectrograms: frequency x time patches; sequences: a 1 x T grid).
+    `embed` is an `mmattn.modality.InputEmbedding`: inputs -> tokens, padding mask and token layout. Embeddings whose
+    tokens carry no positions get them here from the layout (a 2-D table over the grid the model is built for,
+    resampled for other grids; a sequence is a 1 x n grid); embeddings that place their own (`positioned`, e.g. text)
+    get none. Padded tokens are masked in attention and left out of average pooling.
 
     Args:
         embed: The modality's input embedding.
@@ -42,12 +46,13 @@ class EncoderClassifier(nn.Module):
         ffn: Feed-forward kind, "gelu" or "swiglu".
 
     Raises:
-        ValueError: On an unknown `pool`/`pos_embed`, or `pool="cls"` without a class token.
+        ValueError: On an unknown `pool`/`pos_embed`, `pool="cls"` without a class token, `num_heads` not dividing
+            `dim`, or an embedding that does not implement the modality contract.
     """
 
     def __init__(
         self,
-        embed: nn.Module,
+        embed: InputEmbedding,
         *,
         num_classes: int,
         dim: int,
@@ -78,20 +83,23 @@ class EncoderClassifier(nn.Module):
             raise ValueError("pool='cls' needs class_token=True; use pool='avg' for a model without class token")
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-        self.embed = embed
+        check_heads(dim, num_heads)
+        self.embed = require_embedding(embed, "EncoderClassifier embed")
+        if embed.dim != dim:
+            raise ValueError(f"the {embed.modality} embedding gives {embed.dim}-wide tokens but dim is {dim}")
         self.num_classes = num_classes
         self.dim = dim
         self.pool = pool
-        self.grid_size = tuple(embed.grid_size)
+        self.grid_size = embed.layout.shape
         self.num_prefix_tokens = int(class_token) + int(dist_token)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if dist_token else None
-        if pos_embed == "learned":
+        if embed.positioned or pos_embed == "none":
+            self.pos_embed = None
+        elif pos_embed == "learned":
             self.pos_embed = LearnedPositionalEmbedding2D(self.grid_size, dim, num_prefix_tokens=self.num_prefix_tokens)
         elif pos_embed == "sincos":
             self.pos_embed = SinCos2DPositionalEmbedding(self.grid_size, dim, num_prefix_tokens=self.num_prefix_tokens)
-        elif pos_embed == "none":
-            self.pos_embed = None
         else:
             raise ValueError(f"pos_embed must be 'learned', 'sincos' or 'none', got {pos_embed!r}")
         self.pos_drop = nn.Dropout(pos_drop_rate)
@@ -138,37 +146,43 @@ class EncoderClassifier(nn.Module):
             names.add("pos_embed.weight")
         return names
 
-    def example_input(self, batch_size: int) -> Tensor:
-        """A random input of the size the model is built for, from its embedding (for tracing and export).
-
-        Raises:
-            ValueError: The embedding does not say how its input looks (no `example_input`).
-        """
-        if not callable(getattr(self.embed, "example_input", None)):
-            raise ValueError(f"{type(self.embed).__name__} has no example_input(batch_size) to make an input from")
+    def example_input(self, batch_size: int) -> Any:
+        """A random input of the size the model is built for, from its embedding (for tracing and export)."""
         return self.embed.example_input(batch_size)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """All output tokens [B, P + h*w, D] (P prefix tokens first)."""
-        grid = self.embed(x)  # [B, h, w, D]
-        b, h, w, d = grid.shape
-        tokens = grid.reshape(b, h * w, d)
+    def encode(self, x: Any) -> tuple[Tensor, Tensor | None, Tokens]:
+        """Output tokens [B, P + N, D] (P prefix tokens first), their padding mask (None: no padding) and the
+        embedded input (its layout is the token grid of this input)."""
+        embedded = self.embed(x)
+        tokens, mask = embedded.tokens, embedded.padding_mask
+        b = tokens.shape[0]
         prefix = [t.expand(b, -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
         if prefix:
             tokens = torch.cat([*prefix, tokens], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask.new_zeros(b, self.num_prefix_tokens), mask], dim=1)
         if self.pos_embed is not None:
-            tokens = self.pos_embed(tokens, (h, w))
-        return self.encoder(self.pos_drop(tokens))
+            tokens = self.pos_embed(tokens, embedded.layout.shape)
+        return self.encoder(self.pos_drop(tokens), key_padding_mask=mask), mask, embedded
 
-    def forward_head(self, tokens: Tensor, *, pre_logits: bool = False) -> Tensor:
-        """Pool the tokens and apply the head (or return the pooled features with `pre_logits`)."""
+    def forward_features(self, x: Any) -> Tensor:
+        """All output tokens [B, P + N, D] (P prefix tokens first)."""
+        return self.encode(x)[0]
+
+    def forward_head(self, tokens: Tensor, *, pre_logits: bool = False, padding_mask: Tensor | None = None) -> Tensor:
+        """Pool the tokens and apply the head (or return the pooled features with `pre_logits`); average pooling
+        leaves out the tokens `padding_mask` marks."""
         if self.pool == "cls":
             pooled = tokens[:, 0] if self.dist_token is None else tokens[:, :2].mean(dim=1)
-        else:
+        elif padding_mask is None:
             pooled = tokens[:, self.num_prefix_tokens :].mean(dim=1)
+        else:
+            keep = (~padding_mask[:, self.num_prefix_tokens :]).to(tokens.dtype)[..., None]
+            pooled = (tokens[:, self.num_prefix_tokens :] * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1)
         pooled = self.head_drop(self.fc_norm(pooled))
         return pooled if pre_logits else self.head(pooled)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits [B, num_classes] for the raw input."""
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: Any) -> Tensor:
+        """Logits [B, num_classes] for the raw input (pooled features [B, dim] when `num_classes` is 0)."""
+        tokens, mask, _ = self.encode(x)
+        return self.forward_head(tokens, padding_mask=mask)

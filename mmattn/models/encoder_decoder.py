@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from mmattn.nn import Decoder, DecoderCache, Encoder, LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from mmattn.modality import InputEmbedding, require_embedding
+from mmattn.nn import (
+    Decoder,
+    DecoderCache,
+    Encoder,
+    LearnedPositionalEmbedding,
+    LearnedPositionalEmbedding2D,
+    SinCos2DPositionalEmbedding,
+    SinusoidalPositionalEncoding,
+    check_heads,
+)
 
 __all__ = ["EncoderDecoder", "TokenEmbedding"]
 
@@ -83,8 +93,9 @@ class TokenEmbedding(nn.Module):
 class EncoderDecoder(nn.Module):
     """The Transformer of "Attention is all you need" on the shared core, for any source feeding a text decoder.
 
-    The source is token ids [B, S] (padding = `pad_id`) unless a `source` module is given: any module mapping the
-    source batch to `(tokens [B, S, dim], padding_mask [B, S] or None)` (an audio or image front end).
+    The source is token ids [B, S] (padding = `pad_id`) unless a `source` is given: any modality's
+    `mmattn.modality.InputEmbedding` (speech, image patches, ...). A source whose tokens carry no positions gets them
+    from its layout (`source_positions`: a fixed 2-D sin-cos table or a learned one over its grid).
 
     Args:
         src_vocab_size: Source vocabulary (ignored with a `source` module).
@@ -105,7 +116,9 @@ class EncoderDecoder(nn.Module):
         norm_first: Pre-norm (default) or post-norm (the paper) layers.
         norm_eps: LayerNorm epsilon.
         pad_id: Padding id of both vocabularies.
-        source: Optional source adapter replacing the source token embedding.
+        source: Optional input embedding of another modality replacing the source token embedding.
+        source_positions: Positions added to a `source` whose tokens carry none: "sincos" (fixed 2-D, any grid),
+            "learned" (a table over the source's layout, resampled for other grids) or "none".
         ctc: Add a CTC head on the encoder output (`ctc_logits`) for joint CTC/attention training and CTC greedy
             decoding; `Seq2SeqModule` uses the pad id, which no target contains, as CTC's blank.
         scale_embeddings: Multiply token embeddings by sqrt(dim) (the paper; Marian's `scale_embedding`).
@@ -137,15 +150,15 @@ class EncoderDecoder(nn.Module):
         norm_first: bool = True,
         norm_eps: float = 1e-5,
         pad_id: int = 0,
-        source: nn.Module | None = None,
+        source: InputEmbedding | None = None,
+        source_positions: Literal["sincos", "learned", "none"] = "sincos",
         ctc: bool = False,
         scale_embeddings: bool = True,
         output_bias: bool = False,
         sinusoidal_layout: Literal["interleaved", "halves"] = "interleaved",
     ) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
+        check_heads(dim, num_heads)
         if positions not in ("sinusoidal", "learned", "rotary"):
             raise ValueError(f"positions must be 'sinusoidal', 'learned' or 'rotary', got {positions!r}")
         if share_embeddings not in ("none", "decoder", "all"):
@@ -171,7 +184,17 @@ class EncoderDecoder(nn.Module):
             sinusoidal_layout=sinusoidal_layout,
         )
         self.tgt_embed = TokenEmbedding(tgt_vocab_size, dim, **embed_kw)
-        self.source = source
+        self.source = None if source is None else require_embedding(source, "EncoderDecoder source")
+        self.source_pos: nn.Module | None = None
+        if source is not None and source.dim != dim:
+            raise ValueError(f"the {source.modality} source gives {source.dim}-wide tokens but dim is {dim}")
+        if source is not None and not source.positioned:
+            if source_positions == "sincos":
+                self.source_pos = SinCos2DPositionalEmbedding(source.layout.shape, dim)
+            elif source_positions == "learned":
+                self.source_pos = LearnedPositionalEmbedding2D(source.layout.shape, dim)
+            elif source_positions != "none":
+                raise ValueError(f"source_positions must be 'sincos', 'learned' or 'none', got {source_positions!r}")
         self.src_embed: TokenEmbedding | None = None
         if source is None:
             self.src_embed = TokenEmbedding(src_vocab_size, dim, **embed_kw)
@@ -219,13 +242,27 @@ class EncoderDecoder(nn.Module):
     def encode(self, src: Tensor, src_padding_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Encoder output [B, S, D] and its padding mask [B, S] (True = padding) for a source batch."""
         if self.source is not None:
-            tokens, mask = self.source(src)
-            mask = src_padding_mask if src_padding_mask is not None else mask
+            embedded = self.source(src)
+            tokens = embedded.tokens
+            if self.source_pos is not None:
+                tokens = self.source_pos(tokens, embedded.layout.shape)
+            mask = src_padding_mask if src_padding_mask is not None else embedded.padding_mask
         else:
             mask = src == self.pad_id if src_padding_mask is None else src_padding_mask
             tokens = self.src_embed(src)
         # An all-False mask costs a masked attention kernel for nothing.
         mask = mask if mask is not None and bool(mask.any()) else None
+        return self.encoder(tokens, key_padding_mask=mask), mask
+
+    def encode_padded(self, src: Any) -> tuple[Tensor, Tensor]:
+        """`encode` with the padding mask always a tensor (no data-dependent branch, so it exports)."""
+        if self.source is None:
+            mask = src == self.pad_id
+            tokens = self.src_embed(src)
+        else:
+            tokens, mask = self.source.padded_tokens(src)
+            if self.source_pos is not None:
+                tokens = self.source_pos(tokens, self.source.layout.shape)
         return self.encoder(tokens, key_padding_mask=mask), mask
 
     def decode(
@@ -270,6 +307,8 @@ class EncoderDecoder(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameter names that AdamW should not decay (embedding tables)."""
         names = {"tgt_embed.embed.weight", "output.weight"}
+        if isinstance(self.source_pos, LearnedPositionalEmbedding2D):
+            names.add("source_pos.weight")
         if self.src_embed is not None:
             names.add("src_embed.embed.weight")
         return names

@@ -1,7 +1,7 @@
 """The attention core: pure torch layers shared by every task adapter."""
 
 from .alibi import ALiBi, alibi_slopes
-from .attention import MultiHeadAttention
+from .attention import MultiHeadAttention, check_heads
 from .capture import attention_layers, capture_attention
 from .config import use_fused_attn
 from .feedforward import Mlp, SwiGLU
@@ -51,4 +51,5 @@ __all__ = [
     "sincos_2d_table",
     "sinusoidal_table",
     "use_fused_attn",
+    "check_heads",
 ]

@@ -14,11 +14,17 @@ from .kv_cache import KVCache
 from .masks import merge_masks
 from .rotary import RotaryEmbedding
 
-__all__ = ["MultiHeadAttention"]
+__all__ = ["MultiHeadAttention", "check_heads"]
 
 
 def _divisors(n: int) -> list[int]:
     return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def check_heads(dim: int, num_heads: int) -> None:
+    """Raise a ValueError listing the valid head counts unless `num_heads` divides `dim`."""
+    if num_heads < 1 or dim % num_heads != 0:
+        raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim}); choose num_heads in {_divisors(dim)}")
 
 
 class MultiHeadAttention(nn.Module):
@@ -51,8 +57,7 @@ class MultiHeadAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if num_heads < 1 or dim % num_heads != 0:
-            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim}); choose num_heads in {_divisors(dim)}")
+        check_heads(dim, num_heads)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         dd = {"device": device, "dtype": dtype}

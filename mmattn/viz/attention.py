@@ -1,57 +1,58 @@
-"""Attention pictures of trained models: rollout and class-token attention over an image or spectrogram for
-classifiers (ViT, AST), and the decoder's cross-attention alignment for sequence-to-sequence models (translation,
-speech), as PNG files.
+"""Attention pictures of trained models, as PNG files: rollout and class-token attention of classifiers, and the
+decoder's cross-attention of sequence-to-sequence models. Inputs are drawn by their modality's renderer (the modality
+contract, `mmattn.modality`); nothing here knows what an input is.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmattn.modality import TokenLayout, require_renderer
+from mmattn.models import EncoderClassifier
 from mmattn.nn import capture_attention
 from mmattn.viz.rollout import attention_rollout
 
 __all__ = [
     "alignment",
+    "seq2seq_figures",
     "alignment_figure",
     "alignment_heads_figure",
     "attention_figures",
     "classifier_figures",
     "classifier_maps",
+    "net_figures",
     "save_figures",
 ]
 
 
 @torch.no_grad()
-def classifier_maps(net: nn.Module, x: Tensor) -> dict[str, Tensor]:
-    """Where an `EncoderClassifier` (ViT, AST) looks for inputs `x` at the size it was built for.
+def classifier_maps(net: nn.Module, x: Any) -> dict[str, Any]:
+    """Where an `EncoderClassifier` (ViT, AST, any modality's classifier) looks for inputs `x`.
 
-    Returns `rollout` [B, h, w] (the class token's row of the attention rollout over the patch tokens; without a
-    class token the mean row) and `last` [B, H, h, w] (the last layer's attention of that query to the patches, per
-    head), both on the patch grid `net.grid_size`.
+    Returns `rollout` [B, N] (the class token's row of the attention rollout over the input tokens; without a class
+    token the mean row), `last` [B, H, N] (the last layer's attention of that query to the input tokens, per head)
+    and `layout`, the `TokenLayout` of those N tokens for this input (what the modality's renderer draws them by).
 
     Raises:
-        ValueError: The net is no token-grid encoder, or `x` gives another grid than the one it was built for.
+        ValueError: The net is not an `EncoderClassifier`.
     """
-    if not all(hasattr(net, a) for a in ("encoder", "grid_size", "num_prefix_tokens")):
-        raise ValueError(f"{type(net).__name__} is no token-grid encoder (EncoderClassifier: ViT, AST)")
+    if not isinstance(net, EncoderClassifier):
+        raise ValueError(f"{type(net).__name__} is not an EncoderClassifier, whose class-token attention this draws")
+    net.eval()
     with capture_attention(net.encoder) as maps:
-        net.eval()(x)
+        tokens, _, embedded = net.encode(x)
     layers = [calls[0] for calls in maps.values()]
-    h, w = net.grid_size
     p = net.num_prefix_tokens
-    n = layers[0].shape[-1]
-    if n != p + h * w:
-        raise ValueError(f"the input gives {n - p} patches, not the {h} x {w} grid the model was built for")
-    rolled = attention_rollout(layers)  # [B, N, N]
+    rolled = attention_rollout(layers)  # [B, P + N, P + N]
     row = rolled[:, 0] if p else rolled.mean(dim=1)
-    last = layers[-1][:, :, 0] if p else layers[-1].mean(dim=2)  # [B, H, N]
-    b = x.shape[0]
-    return {"rollout": row[:, p:].reshape(b, h, w), "last": last[:, :, p:].reshape(b, -1, h, w)}
+    last = layers[-1][:, :, 0] if p else layers[-1].mean(dim=2)  # [B, H, P + N]
+    return {"rollout": row[:, p:], "last": last[:, :, p:], "layout": embedded.layout}
 
 
 @torch.no_grad()
@@ -73,64 +74,77 @@ def _attention_names(net: nn.Module) -> list[str]:
     return list(attention_layers(net))
 
 
-def _display(x: Tensor) -> tuple[Tensor, str]:
-    """An input as an image to draw: [H, W, 3] for images, [mel, frames] (frequency up) for spectrograms (2-D inputs
-    on a 1 x w token grid, such as sensor channels [C, T], are drawn as curves instead)."""
-    if x.ndim == 3 and x.shape[0] in (1, 3):  # an image [C, H, W]
-        img = x.float()
-        img = (img - img.amin()) / (img.amax() - img.amin()).clamp_min(1e-8)  # as the model sees it, rescaled
-        return (img.expand(3, -1, -1) if img.shape[0] == 1 else img).permute(1, 2, 0), "image"
-    if x.ndim == 2:  # features [frames, mel]
-        return x.float().T, "spectrogram"
-    raise ValueError(f"cannot draw an input of shape {tuple(x.shape)}; expected an image [C, H, W] or [frames, mel]")
+def classifier_figures(
+    net: EncoderClassifier,
+    inputs: Any,
+    num_samples: int,
+    *,
+    titles: Sequence[str] | None = None,
+    tokenizer: Any = None,
+) -> list:
+    """For the first `num_samples` inputs of a batch, figures `attention_<i>` (the input, the rollout, the last
+    layer's class-token attention) and `heads_<i>` (that attention per head), drawn by the input's own renderer, as
+    `(name, matplotlib figure)` pairs.
 
-
-def _upsample(grid: Tensor, size: tuple[int, int]) -> Tensor:
-    return F.interpolate(grid[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
-
-
-def classifier_figures(inputs: Tensor, maps: dict[str, Tensor], *, titles: Sequence[str] | None = None) -> list:
-    """Per input, figures `attention_<i>` (input, rollout overlay, last-layer class-token overlay) and `heads_<i>`
-    (the last layer's heads on the patch grid), as `(name, matplotlib figure)` pairs."""
+    Raises:
+        ValueError: The net's input embedding has no renderer.
+    """
     from mmattn.viz import require_matplotlib
 
     plt = require_matplotlib()
+    embed = net.embed
+    renderer = require_renderer(embed, "mmattn-viz what=attention")
+    x = embed.select(inputs, num_samples)
+    maps = classifier_maps(net, x)
+    layout = maps["layout"]
     figures: list = []
-    for i, x in enumerate(inputs):
-        shown, kind = _display(x.cpu())
-        shown = shown.numpy()
-        size = tuple(shown.shape[:2])
-        cmap = None if kind == "image" else "magma"
-        origin = "upper" if kind == "image" else "lower"
+    for i, example in enumerate(embed.examples(x, num_samples)):
         title = titles[i] if titles else f"input {i}"
         fig, axes = plt.subplots(1, 3, figsize=(12, 4), layout="constrained")
         panels = (("input", None), ("attention rollout", maps["rollout"][i]), ("last layer", maps["last"][i].mean(0)))
-        sequence = kind == "spectrogram" and maps["rollout"].shape[1] == 1
-        for ax, (name, grid) in zip(axes, panels):
-            if sequence:
-                # A 1 x w grid over channels [C, T]: the channels as curves, the attention as a band over time.
-                series = x.cpu().float().numpy()
-                if grid is not None:
-                    band = _upsample(grid.cpu(), (1, series.shape[-1])).numpy()
-                    low, high = float(series.min()), float(series.max())
-                    extent = (0, series.shape[-1], low, high)
-                    ax.imshow(band, cmap="jet", alpha=0.4, aspect="auto", extent=extent, origin="lower")
-                for channel in series:
-                    ax.plot(channel, lw=0.8)
-                ax.set_xlabel("time step", fontsize=8)
-            else:
-                ax.imshow(shown, cmap=cmap, origin=origin, aspect="auto")
-                if grid is not None:
-                    heat = _upsample(grid.cpu(), size).numpy()
-                    ax.imshow(heat, cmap="jet", alpha=0.5, origin=origin, aspect="auto")
-                ax.axis("off")
-            ax.set_title(f"{title}: {name}" if grid is None else name, fontsize=9)
+        for ax, (name, heat) in zip(axes, panels):
+            renderer.draw(ax, example, heat, layout, tokenizer=tokenizer)
+            ax.set_title(f"{title}: {name}" if heat is None else name, fontsize=9)
         figures.append((f"attention_{i}", fig))
-
-        heads_title = f"{title}: last-layer attention of the class token, per head"
-        fig = _head_grid(maps["last"][i], heads_title, cmap="viridis", origin=origin)
+        heads = maps["last"][i]
+        fig = _panels(
+            [(f"head {h}", heads[h]) for h in range(heads.shape[0])],
+            functools.partial(_draw_heat, renderer, example, layout, tokenizer),
+            f"{title}: last-layer attention of the class token, per head",
+        )
         figures.append((f"heads_{i}", fig))
     return figures
+
+
+def net_figures(net: nn.Module, x: Any, num_samples: int, *, titles: Sequence[str] | None = None) -> list:
+    """The attention pictures of a classifying net's family for the first `num_samples` inputs of a batch.
+
+    Raises:
+        ValueError: The net is no family whose attention this draws.
+    """
+    if isinstance(net, EncoderClassifier):
+        return classifier_figures(net, x, num_samples, titles=titles)
+    raise ValueError(f"mmattn-viz draws the attention of EncoderClassifier nets, not of {type(net).__name__}")
+
+
+def _panels(items: Sequence[tuple[str, Any]], draw: Any, title: str, *, cols: int = 4):
+    """One panel per `(name, value)`, `draw(ax, value)` in each, `cols` to a row, as a matplotlib figure."""
+    from mmattn.viz import require_matplotlib
+
+    plt = require_matplotlib()
+    cols = max(1, min(cols, len(items)))
+    rows = -(-len(items) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.7 * rows), squeeze=False, layout="constrained")
+    for k in range(rows * cols):
+        ax = axes[k // cols, k % cols]
+        if k < len(items):
+            name, value = items[k]
+            draw(ax, value)
+            ax.set_title(name, fontsize=9)
+        else:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def alignment_figure(
@@ -183,6 +197,54 @@ def _token_names(tokenizer: object, side: str, ids: list[int]) -> list[str]:
     return [hf.id_to_token(i) or str(i) for i in ids]
 
 
+def seq2seq_figures(net: nn.Module, src: Any, tgt: Tensor, num_samples: int, tokenizer: Any) -> list:
+    """For the first `num_samples` pairs, the last decoder layer's cross-attention while it reads the target: the
+    alignment (`alignment_<i>`: target tokens down, source tokens across; `alignment_heads_<i>` per head) and, for a
+    source of another modality, each target token's attention drawn over the input by its renderer (`words_<i>`).
+
+    `tgt` holds the target ids (EOS-terminated, padded); `tokenizer` names the tokens (pad_id, bos_id, and the HF
+    tokenizers behind it).
+    """
+    k = num_samples
+    source = getattr(net, "source", None)
+    src = src[:k] if source is None else source.select(src, k)
+    tgt = tgt[:k]
+    tgt_in = torch.cat([torch.full_like(tgt[:, :1], tokenizer.bos_id), tgt[:, :-1]], dim=1)
+    heads = alignment(net, src, tgt_in, per_head=True)
+    weights = heads.mean(dim=1)
+    renderer = None if source is None else source.renderer()
+    if renderer is not None:
+        with torch.no_grad():
+            layout = source(src).layout
+        examples = source.examples(src, k)
+    figures = []
+    for i in range(tgt.shape[0]):
+        t = int((tgt[i] != tokenizer.pad_id).sum())  # decoder inputs up to the one that produced EOS
+        tgt_names = _token_names(tokenizer, "tgt", tgt_in[i, :t].tolist())
+        if source is None:
+            s = int((src[i] != tokenizer.pad_id).sum())
+            src_names, label = _token_names(tokenizer, "src", src[i, :s].tolist()), "source tokens"
+        else:
+            s = int((weights[i].sum(0) > 0).sum())  # encoder positions that are not padding
+            src_names, label = [str(j) for j in range(s)], f"source ({source.modality} tokens)"
+        fig = alignment_figure(weights[i, :t, :s], src_names, tgt_names, src_label=label)
+        figures.append((f"alignment_{i}", fig))
+        figures.append((f"alignment_heads_{i}", alignment_heads_figure(heads[i, :, :t, :s])))
+        if renderer is not None:
+            shown = layout if not layout.is_sequence else TokenLayout.sequence(s)
+            cut = shown.num_tokens
+            # What the decoder attended to when it predicted each target token (the next word after its input).
+            words = _token_names(tokenizer, "tgt", tgt[i, :t].tolist())
+            items = [(f"-> {w}", weights[i, j, :cut]) for j, w in enumerate(words)]
+            draw = functools.partial(_draw_heat, renderer, examples[i], shown, tokenizer)
+            figures.append((f"words_{i}", _panels(items, draw, "cross-attention for each predicted token")))
+    return figures
+
+
+def _draw_heat(renderer: Any, example: Any, layout: TokenLayout, tokenizer: Any, ax: Any, heat: Tensor) -> None:
+    renderer.draw(ax, example, heat, layout, tokenizer=tokenizer)
+
+
 def attention_figures(
     module: nn.Module,
     batch: object,
@@ -191,36 +253,17 @@ def attention_figures(
     *,
     titles: Sequence[str] | None = None,
 ) -> list:
-    """The attention figures of a module's net for the first `num_samples` examples of a batch of its own data:
-    classifier maps for `(inputs, labels)` batches, cross-attention alignments for seq2seq batches (dicts with
-    `src` and `tgt`); `titles` replace the class names of the labels (e.g. file names). Returns `(name, figure)`
-    pairs."""
-    net, k = module.net, num_samples
-    if isinstance(batch, dict) and "tgt" in batch:
-        src, tgt = batch["src"], batch["tgt"][:k]
-        src = {n: v[:k] for n, v in src.items()} if isinstance(src, dict) else src[:k]
-        tok = module.tokenizer
-        tgt_in = torch.cat([torch.full_like(tgt[:, :1], tok.bos_id), tgt[:, :-1]], dim=1)
-        heads = alignment(net, src, tgt_in, per_head=True)
-        weights = heads.mean(dim=1)
-        figures = []
-        for i in range(tgt.shape[0]):
-            t = int((tgt[i] != tok.pad_id).sum())  # decoder inputs up to the one that produced EOS
-            if torch.is_tensor(src):
-                s = int((src[i] != tok.pad_id).sum())
-                src_names, label = _token_names(tok, "src", src[i, :s].tolist()), "source tokens"
-            else:
-                s = int((weights[i].sum(0) > 0).sum())  # encoder positions that are not padding
-                src_names, label = [str(j) for j in range(s)], "source (encoder positions)"
-            tgt_names = _token_names(tok, "tgt", tgt_in[i, :t].tolist())
-            fig = alignment_figure(weights[i, :t, :s], src_names, tgt_names, src_label=label)
-            figures.append((f"alignment_{i}", fig))
-            figures.append((f"alignment_heads_{i}", alignment_heads_figure(heads[i, :, :t, :s])))
-        return figures
-    x, y = batch[0][:k], batch[1][:k]
-    if titles is None:
-        titles = [classes[int(c)] if classes else f"class {int(c)}" for c in y]
-    return classifier_figures(x, classifier_maps(net, x), titles=titles)
+    """The attention figures of a module for the first `num_samples` examples of a batch of its own data (the
+    module knows its batches and its family: `module.attention_figures`); `titles` replace the class names of the
+    labels (e.g. file names). Returns `(name, figure)` pairs.
+
+    Raises:
+        ValueError: The module draws no attention pictures.
+    """
+    draw = getattr(module, "attention_figures", None)
+    if not callable(draw):
+        raise ValueError(f"{type(module).__name__} draws no attention pictures")
+    return draw(batch, num_samples, classes=classes, titles=titles)
 
 
 def save_figures(figures: list, out_dir: str | Path, *, dpi: int = 110) -> list[Path]:

@@ -98,7 +98,8 @@ def test_model_errors_name_the_config_key(make_cfg: Callable[..., DictConfig]) -
     # make_cfg: the tiny shapes run of the shared test constants (model.dim=32).
     assert (
         _message(make_cfg("model.num_heads=5"))
-        == "model (mmattn.tasks.vision.vit.ViT): num_heads (5) must divide dim (32)"
+        == "model (mmattn.tasks.vision.vit.ViT): num_heads (5) must divide dim (32); "
+        "choose num_heads in [1, 2, 4, 8, 16, 32]"
     )
 
 

@@ -40,7 +40,9 @@ def test_speech_demo_trains_transcribes_and_evaluates(run_cli, trained_run, comp
     pics = visualize(
         compose_cfg("viz", ["what=attention", f"ckpt_path={ckpt}", "num_samples=1", f"out_dir={tmp_path / 'pics'}"])
     )
-    assert [p.name for p in pics] == ["alignment_0.png", "alignment_heads_0.png"] and all(is_picture(p) for p in pics)
+    # The words figure draws each predicted token's attention over the waveform, by the speech renderer.
+    assert [p.name for p in pics] == ["alignment_0.png", "alignment_heads_0.png", "words_0.png"]
+    assert all(is_picture(p) for p in pics)
 
     with pytest.raises(FileNotFoundError, match=r"nope.wav does not exist"):
         transcribe(compose_cfg("transcribe", [f"ckpt_path={ckpt}"]), [str(clips[0]), str(tmp_path / "nope.wav")])

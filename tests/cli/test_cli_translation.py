@@ -56,7 +56,7 @@ def test_translation_demo_trains_and_translates(trained_run, compose_cfg, tmp_pa
         "alignment_heads_1.png",
     ]
     assert all(is_picture(p) for p in pics)
-    with pytest.raises(ValueError, match="cannot read input files"):
+    with pytest.raises(ValueError, match="this model's source is text, which is not read from files"):
         visualize(compose_cfg("viz", ["what=attention", f"ckpt_path={ckpt}", "inputs=[x.txt]"]))
     with pytest.raises(FileNotFoundError, match=r"input file .*missing.txt does not exist"):
         translate(compose_cfg("translate", [f"ckpt_path={ckpt}", f"input={tmp_path / 'missing.txt'}"]))

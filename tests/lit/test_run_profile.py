@@ -4,7 +4,7 @@ known net, the last epoch's throughput, all in the run's metrics."""
 import pytest
 import torch
 
-from mmattn.lit.profile import RunProfile, batch_size_of, parameters_per_block
+from mmattn.lit.profile import RunProfile, parameters_per_block
 from mmattn.models import EncoderDecoder
 
 
@@ -26,13 +26,15 @@ def test_parameters_per_block_counts_tied_weights_once() -> None:
     assert sum(blocks.values()) == sum(p.numel() for p in net.parameters())
 
 
-def test_batch_size_of_every_batch_kind() -> None:
+def test_every_module_counts_its_own_batches() -> None:
+    # The module knows its batch structure, so the profile never guesses it from keys or shapes.
+    from mmattn.lit import ClassificationModule, LanguageModelModule, Seq2SeqModule
+
     x = torch.zeros(5, 3)
-    assert batch_size_of(x) == 5 and batch_size_of((x, torch.zeros(5))) == 5
-    assert batch_size_of({"src": {"audio": torch.zeros(4, 9)}, "tgt": torch.zeros(4, 2), "ref": ["a"] * 4}) == 4
-    assert batch_size_of({"ids": torch.zeros(7, 3)}) == 7
-    with pytest.raises(ValueError, match="batch size"):
-        batch_size_of("text")
+    assert ClassificationModule.batch_size(None, (x, torch.zeros(5))) == 5
+    batch = {"src": {"audio": torch.zeros(4, 9)}, "tgt": torch.zeros(4, 2), "ref": ["a"] * 4}
+    assert Seq2SeqModule.batch_size(None, batch) == 4
+    assert LanguageModelModule.batch_size(None, {"ids": torch.zeros(7, 3)}) == 7
 
 
 def test_the_final_report_lists_the_blocks(run_cli, tiny_train, tmp_path) -> None:

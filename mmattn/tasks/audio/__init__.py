@@ -1,7 +1,7 @@
 """Audio adapter: reading and features, spectrogram patches, AST, audio datamodules, the built-in DTMF demo."""
 
 from ._hf import ast_from_hf_hub
-from .ast import AST, SpectrogramPatchEmbed
+from .ast import AST, SpectrogramPatchEmbed, SpectrogramRenderer
 from .datamodules import (
     AudioClassificationDataModule,
     AudioFolderDataModule,
@@ -16,6 +16,7 @@ __all__ = [
     "AST",
     "ast_from_hf_hub",
     "SpectrogramPatchEmbed",
+    "SpectrogramRenderer",
     "AudioClassificationDataModule",
     "AudioFolderDataModule",
     "DTMFDataModule",

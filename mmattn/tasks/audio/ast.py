@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
+from mmattn.modality import InputEmbedding, Renderer, TokenLayout, Tokens
 from mmattn.models import EncoderClassifier
 from mmattn.nn import PatchEmbed
+from mmattn.viz.heat import overlay_heat
 
-__all__ = ["AST", "SpectrogramPatchEmbed"]
+__all__ = ["AST", "SpectrogramPatchEmbed", "SpectrogramRenderer"]
 
 
-class SpectrogramPatchEmbed(nn.Module):
-    """Features [B, frames, mel_bins] -> token grid [B, f, t, dim] (frequency rows, time columns, as AST orders them).
+class SpectrogramRenderer:
+    """Draws features [frames, mel_bins] as a spectrogram (time across, frequency up), the heat over its patch grid
+    (frequency rows from the bottom, time columns)."""
+
+    def draw(
+        self, ax: Any, example: Tensor, heat: Tensor | None, layout: TokenLayout, *, tokenizer: Any = None
+    ) -> None:
+        """Spectrogram on `ax`, with `heat` [f * t] over it when given."""
+        spec = example.detach().float().cpu().T  # [mel, frames]
+        mel, frames = spec.shape
+        ax.imshow(spec.numpy(), cmap="magma", origin="lower", aspect="auto", extent=(0, frames, 0, mel))
+        if heat is not None:
+            overlay_heat(ax, heat, layout, (0, frames, 0, mel), origin="lower")
+        ax.set_xlabel("frame", fontsize=8)
+        ax.set_ylabel("mel bin", fontsize=8)
+
+
+class SpectrogramPatchEmbed(InputEmbedding):
+    """Features [B, frames, mel_bins] -> patch tokens [B, f * t, dim] on an (f, t) grid (frequency rows, time columns,
+    as AST orders them).
 
     Args:
         num_mel_bins: Mel bins of the input.
@@ -33,19 +53,33 @@ class SpectrogramPatchEmbed(nn.Module):
             (num_mel_bins, target_length), patch_size, 1, dim, stride=(freq_stride, time_stride), strict=False
         )
         self.num_mel_bins = num_mel_bins
+        self.dim = dim
         self.grid_size = self.patch.grid_size
+
+    modality = "spectrogram"
+
+    @property
+    def layout(self) -> TokenLayout:
+        """The (frequency, time) patch grid of `target_length` frames."""
+        return TokenLayout.grid(*self.grid_size)
+
+    def renderer(self) -> Renderer:
+        """Draws the spectrogram under the heat."""
+        return SpectrogramRenderer()
 
     def example_input(self, batch_size: int) -> Tensor:
         """Random features [batch_size, target_length, mel_bins] (for tracing and export)."""
         return self.patch.example_input(batch_size)[:, 0].transpose(1, 2)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Patchify features x [B, frames, mel_bins] into [B, f, t, dim]."""
+    def embed(self, x: Tensor) -> Tokens:
+        """Patch tokens of features x [B, frames, mel_bins] (no padding)."""
         if x.ndim != 3 or x.shape[-1] != self.num_mel_bins:
             raise ValueError(
                 f"AST expects features [batch, frames, {self.num_mel_bins} mel bins], got shape {tuple(x.shape)}"
             )
-        return self.patch(x.transpose(1, 2).unsqueeze(1))  # [b, 1, mel, frames]
+        grid = self.patch(x.transpose(1, 2).unsqueeze(1))  # [b, f, t, dim] of [b, 1, mel, frames]
+        b, f, t, d = grid.shape
+        return Tokens(grid.reshape(b, f * t, d), None, TokenLayout.grid(f, t))
 
 
 class AST(EncoderClassifier):
@@ -108,8 +142,6 @@ class AST(EncoderClassifier):
         drop_path_rate: float = 0.0,
         norm_eps: float = 1e-6,
     ) -> None:
-        if dim % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
         super().__init__(
             SpectrogramPatchEmbed(num_mel_bins, target_length, patch_size, freq_stride, time_stride, dim),
             num_classes=num_classes,

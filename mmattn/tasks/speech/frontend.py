@@ -10,16 +10,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from mmattn.modality import FileReader, InputEmbedding, Renderer, TokenLayout, Tokens
 from mmattn.nn import SinusoidalPositionalEncoding
 from mmattn.tasks.audio.features import AST_MEAN, AST_STD, AudioFeatures, SpecAugment
 from mmattn.tasks.audio.io import AUDIO_EXTENSIONS, read_audio
+from mmattn.viz.heat import overlay_heat
 
-__all__ = ["ConvSubsampling", "SpeechFrontEnd", "collate_audio"]
+__all__ = ["AudioFileReader", "ConvSubsampling", "SpeechFrontEnd", "WaveformRenderer", "collate_audio"]
 
 SUBSAMPLING_FACTORS = (1, 2, 4, 8)
 
@@ -31,6 +33,39 @@ def collate_audio(waves: Sequence[Tensor]) -> dict[str, Tensor]:
     for row, wave in zip(audio, waves):
         row[: wave.shape[-1]] = wave
     return {"audio": audio, "audio_lengths": lengths}
+
+
+class AudioFileReader:
+    """Reads audio files as mono waveforms at one sample rate and batches them as the speech front end's input."""
+
+    extensions = AUDIO_EXTENSIONS
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+
+    def read_file(self, path: str | Path) -> Tensor:
+        """A file's mono waveform [T] at `sample_rate`."""
+        return read_audio(path, self.sample_rate)
+
+    def collate(self, waves: Sequence[Tensor]) -> dict[str, Tensor]:
+        """`collate_audio`."""
+        return collate_audio(waves)
+
+
+class WaveformRenderer:
+    """Draws a waveform [T] over time, the token heat as a band over the time each encoder token covers."""
+
+    def draw(
+        self, ax: Any, example: Tensor, heat: Tensor | None, layout: TokenLayout, *, tokenizer: Any = None
+    ) -> None:
+        """Waveform on `ax`, with `heat` [tokens] behind it when given."""
+        wave = example.detach().float().cpu().numpy()
+        peak = max(float(abs(wave).max()), 1e-6)
+        if heat is not None:
+            overlay_heat(ax, heat, layout, (0, len(wave), -peak, peak), origin="lower", alpha=0.4)
+        ax.plot(wave, lw=0.5, color="black")
+        ax.set_xlim(0, len(wave))
+        ax.set_xlabel("sample", fontsize=8)
 
 
 class ConvSubsampling(nn.Module):
@@ -82,9 +117,9 @@ class ConvSubsampling(nn.Module):
         return self.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
 
 
-class SpeechFrontEnd(nn.Module):
-    """Source adapter for speech: `{"audio": [B, T] waveforms, "audio_lengths": [B] samples}` -> (tokens [B, S, dim],
-    padding mask [B, S] (True = padding) or None).
+class SpeechFrontEnd(InputEmbedding):
+    """Input embedding for speech (the modality contract): `{"audio": [B, T] waveforms, "audio_lengths": [B]
+    samples}` -> tokens [B, S, dim], padding mask [B, S] (True = padding) or None, a sequence layout.
 
     Features are `mmattn.tasks.audio.AudioFeatures` (Kaldi fbank or log-mel at 10 ms hops) at their natural length,
     normalised globally (`mean`/`std`, AST's convention) or per utterance over its valid frames and bins (robust to
@@ -112,8 +147,9 @@ class SpeechFrontEnd(nn.Module):
         ValueError: An unknown option, or a batch without the two keys.
     """
 
-    # The files `read_file` reads (what mmattn-predict takes from a folder).
-    extensions = AUDIO_EXTENSIONS
+    modality = "speech"
+    # Its tokens carry sinusoidal positions (or none, for an encoder with rotary ones): families add none.
+    positioned = True
 
     def __init__(
         self,
@@ -140,6 +176,7 @@ class SpeechFrontEnd(nn.Module):
         if positions not in ("sinusoidal", "none"):
             raise ValueError(f"positions must be 'sinusoidal' or 'none' (rotary is the encoder's), got {positions!r}")
         self.sample_rate = sample_rate
+        self.dim = dim
         self.normalize = normalize
         self.features = AudioFeatures(
             features, sample_rate=sample_rate, num_mel_bins=num_mel_bins, target_length=None, mean=mean, std=std
@@ -152,13 +189,48 @@ class SpeechFrontEnd(nn.Module):
         self.positions = SinusoidalPositionalEncoding(dim) if positions == "sinusoidal" else None
         self.dropout = nn.Dropout(dropout)
 
-    def read_file(self, path: str | Path) -> Tensor:
-        """A file's mono waveform [T] at this front end's sample rate (what `collate` batches)."""
-        return read_audio(path, self.sample_rate)
+    @property
+    def layout(self) -> TokenLayout:
+        """A sequence of encoder tokens (one second of audio as the example length)."""
+        return TokenLayout.sequence(self.num_frames(self.sample_rate))
 
-    def collate(self, waves: Sequence[Tensor]) -> dict[str, Tensor]:
-        """The input batch of waveforms (see `collate_audio`)."""
-        return collate_audio(waves)
+    def reader(self) -> FileReader:
+        """Audio files at this front end's sample rate."""
+        return AudioFileReader(self.sample_rate)
+
+    def renderer(self) -> Renderer:
+        """Draws the waveform under the heat."""
+        return WaveformRenderer()
+
+    def example_input(self, batch_size: int) -> dict[str, Tensor]:
+        """One second of random audio per row."""
+        return collate_audio([torch.randn(self.sample_rate) * 0.1 for _ in range(batch_size)])
+
+    def padded_tokens(self, x: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """`tokens_and_mask`."""
+        return self.tokens_and_mask(x)
+
+    def export_example(self, batch_size: int, size: int) -> dict[str, Tensor]:
+        """`size` tenths of a second of random audio per row, the first row shorter (padded)."""
+        lengths = torch.full((batch_size,), size * self.sample_rate // 10, dtype=torch.long)
+        lengths[0] = lengths[0] * 3 // 4
+        return {"audio": torch.randn(batch_size, size * self.sample_rate // 10) * 0.1, "audio_lengths": lengths}
+
+    def export_axes(self) -> dict[str, dict[int, str]]:
+        """Batch and samples of the audio, batch of the lengths."""
+        return {"audio": {0: "batch", 1: "samples"}, "audio_lengths": {0: "batch"}}
+
+    def batch_size(self, x: Mapping[str, Tensor]) -> int:
+        """Rows of the waveform batch."""
+        return int(x["audio"].shape[0])
+
+    def select(self, x: Mapping[str, Tensor], k: int) -> dict[str, Tensor]:
+        """The first k waveforms, still batched."""
+        return {name: value[:k] for name, value in x.items()}
+
+    def examples(self, x: Mapping[str, Tensor], k: int) -> list[Tensor]:
+        """The first k waveforms, each cut to its length."""
+        return [wave[: int(n)] for wave, n in zip(x["audio"][:k], x["audio_lengths"][:k])]
 
     def num_frames(self, num_samples: int) -> int:
         """Encoder tokens of a clip of `num_samples` samples."""
@@ -189,10 +261,10 @@ class SpeechFrontEnd(nn.Module):
         feats = self.spec_augment(feats)
         return feats * valid[..., None], frames
 
-    def forward(self, src: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None]:
-        """Encoder tokens [B, S, dim] and their padding mask [B, S] (None when no row is padded)."""
+    def embed(self, src: Mapping[str, Tensor]) -> Tokens:
+        """Encoder tokens [B, S, dim] and their padding mask [B, S] (None when no row is padded), a sequence."""
         x, mask = self.tokens_and_mask(src)
-        return x, (mask if bool(mask.any()) else None)
+        return Tokens(x, mask if bool(mask.any()) else None, TokenLayout.sequence(x.shape[1]))
 
     def tokens_and_mask(self, src: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Encoder tokens [B, S, dim] and their padding mask [B, S], always a tensor (no data-dependent branch, so

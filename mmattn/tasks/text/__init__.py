@@ -2,13 +2,16 @@
 SCAN grammar (the translation and language-model demos)."""
 
 from .datamodule import PackedBlocks, SCANCommandsDataModule, TextFolderDataModule, is_scan_command, make_scan_commands
+from .embedding import TextEmbedding, TextRenderer
 from .scan import interpret, make_scan, scan_pairs
 from .tokenizer import TextTokenizer
 
 __all__ = [
     "PackedBlocks",
     "SCANCommandsDataModule",
+    "TextEmbedding",
     "TextFolderDataModule",
+    "TextRenderer",
     "TextTokenizer",
     "interpret",
     "is_scan_command",

@@ -5,13 +5,14 @@ from typing import Literal
 from torch import nn
 
 from mmattn.models import EncoderClassifier
-from mmattn.nn import PatchEmbed
+
+from .embed import ImagePatchEmbed
 
 __all__ = ["ViT"]
 
 
 class ViT(EncoderClassifier):
-    """Image classifier: `PatchEmbed` + class token / average pooling + learned or 2-D sin-cos positions.
+    """Image classifier: `ImagePatchEmbed` + class token / average pooling + learned or 2-D sin-cos positions.
 
     Args:
         img_size: Image side (or (H, W)) the position table is built for; other sizes resample it.
@@ -65,10 +66,8 @@ class ViT(EncoderClassifier):
         fc_norm: bool | None = None,
         norm_eps: float = 1e-6,
     ) -> None:
-        if dim % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
         super().__init__(
-            PatchEmbed(img_size, patch_size, in_chans, dim),
+            ImagePatchEmbed(img_size, patch_size, in_chans, dim),
             num_classes=num_classes,
             dim=dim,
             depth=depth,

@@ -64,10 +64,10 @@ def test_tokens_do_not_depend_on_batch_padding(positions: str) -> None:
     torch.manual_seed(0)
     front = SpeechFrontEnd(32, num_mel_bins=40, channels=8, positions=positions, freq_mask=8, time_mask=8).eval()
     waves = _waves(1.2, 0.4, 0.75)
-    tokens, mask = front(collate_audio(waves))
+    tokens, mask, layout = front(collate_audio(waves))
     assert mask is not None
     for i, wave in enumerate(waves):
-        alone, alone_mask = front(collate_audio([wave]))
+        alone, alone_mask, _ = front(collate_audio([wave]))
         n = alone.shape[1]
         assert alone_mask is None and int((~mask[i]).sum()) == n == front.num_frames(wave.numel())
         torch.testing.assert_close(tokens[i, :n], alone[0], atol=1e-5, rtol=1e-5)
