@@ -38,7 +38,8 @@ def _check_resample(path: Path | str, orig_rate: int, new_rate: int) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _resampler(orig_rate: int, new_rate: int) -> Resample:
+def resampler(orig_rate: int, new_rate: int) -> Resample:
+    """A torchaudio `Resample` from `orig_rate` to `new_rate` Hz, cached: callers share it, so none may alter it."""
     # The module precomputes its sinc kernel once; the functional form rebuilds it for every clip.
     return Resample(orig_rate, new_rate)
 
@@ -91,7 +92,7 @@ def read_audio(path: Path | str, sample_rate: int, *, offset: int = 0, num_sampl
     if file_rate != sample_rate and wave.numel() > 0:
         _check_resample(path, file_rate, sample_rate)
         with torch.no_grad():
-            wave = _resampler(file_rate, sample_rate)(wave)
+            wave = resampler(file_rate, sample_rate)(wave)
     return wave[offset : None if num_samples is None else offset + num_samples]
 
 

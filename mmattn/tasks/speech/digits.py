@@ -41,7 +41,7 @@ from mmattn.tasks.audio.dtmf import (
     dial,
     render_background,
 )
-from mmattn.tasks.audio.io import _resampler
+from mmattn.tasks.audio.io import resampler
 
 from .corpus import Utterance, write_manifest
 
@@ -196,7 +196,7 @@ def render_utterance(
         data, rate = _espeak(digits_to_words(digits), voice=voice, speed=speed, pitch=pitch)
         if rate != sample_rate:
             with torch.no_grad():
-                data = _resampler(rate, sample_rate)(torch.from_numpy(data)).numpy()
+                data = resampler(rate, sample_rate)(torch.from_numpy(data)).numpy()
         speech = _speech_span(data.astype(np.float64))
     elif backend == "dtmf":
         digits_to_words(digits)  # the same check of `digits` as for espeak

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from mmattn.tasks.audio.io import AUDIO_EXTENSIONS, AudioDecodeError, fix_length, read_audio
+from mmattn.tasks.audio.io import AUDIO_EXTENSIONS, AudioDecodeError, fix_length, read_audio, resampler
 
 
 def _sine(freq: float, sample_rate: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:
@@ -130,3 +130,10 @@ def test_fix_length_errors() -> None:
         fix_length(torch.zeros(4), 2, "middle")
     with pytest.raises(ValueError, match="length must be >= 0 samples, got -1"):
         fix_length(torch.zeros(4), -1)
+
+
+def test_resampler_is_shared_and_keeps_the_pitch() -> None:
+    assert resampler(22050, 16000) is resampler(22050, 16000)
+    with torch.no_grad():
+        wave = resampler(22050, 16000)(torch.from_numpy(_sine(440, 22050, 0.5)).float())
+    assert wave.shape == (8000,) and abs(_peak_hz(wave, 16000) - 440) < 5
