@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from mmattn.nn import Decoder, DecoderCache
+from mmattn.nn import Decoder, DecoderCache, check_heads
 
 from .encoder_decoder import _ACTIVATIONS, TokenEmbedding
 
@@ -71,8 +71,7 @@ class DecoderOnly(nn.Module):
         pad_id: int | None = 0,
     ) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
+        check_heads(dim, num_heads)
         if context_length < 1:
             raise ValueError(f"context_length must be >= 1, got {context_length}")
         if positions not in ("learned", "sinusoidal", "rotary"):

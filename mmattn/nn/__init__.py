@@ -46,10 +46,10 @@ __all__ = [
     "attention_layers",
     "capture_attention",
     "causal_mask",
+    "check_heads",
     "merge_masks",
     "resample_pos_embed",
     "sincos_2d_table",
     "sinusoidal_table",
     "use_fused_attn",
-    "check_heads",
 ]

@@ -22,7 +22,7 @@ def _divisors(n: int) -> list[int]:
 
 
 def check_heads(dim: int, num_heads: int) -> None:
-    """Raise a ValueError listing the valid head counts unless `num_heads` divides `dim`."""
+    """Raise a ValueError listing the valid head counts unless `num_heads` >= 1 divides `dim`."""
     if num_heads < 1 or dim % num_heads != 0:
         raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim}); choose num_heads in {_divisors(dim)}")
 

@@ -35,8 +35,10 @@ def test_model_is_causal_ties_embeddings_and_refuses_too_long_inputs() -> None:
     assert model.output.weight is model.embed.embed.weight
     with pytest.raises(ValueError, match="25 positions exceed the model's context_length 24"):
         model(torch.ones(1, 25, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"num_heads \(5\) must divide dim \(32\)"):
+    with pytest.raises(ValueError, match=r"num_heads \(5\) must divide dim \(32\); choose num_heads in \[1, 2, 4"):
         DecoderOnly(vocab_size=10, dim=32, depth=1, num_heads=5)
+    with pytest.raises(ValueError, match=r"num_heads \(0\) must divide dim \(32\)"):
+        DecoderOnly(vocab_size=10, dim=32, depth=1, num_heads=0, positions="rotary")
 
 
 def test_filter_logits_keeps_the_top_k_and_the_nucleus() -> None:

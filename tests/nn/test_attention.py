@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmattn.nn import KVCache, MultiHeadAttention, RotaryEmbedding
+from mmattn.nn import KVCache, MultiHeadAttention, RotaryEmbedding, check_heads
 
 B, N, M, D, H = 2, 5, 7, 32, 4
 
@@ -196,8 +196,11 @@ def test_dropout_only_in_training():
 
 
 def test_bad_arguments_name_the_values():
-    with pytest.raises(ValueError, match=r"num_heads \(5\) must divide dim \(32\)"):
+    with pytest.raises(ValueError, match=r"num_heads \(5\) must divide dim \(32\); choose num_heads in \[1, 2, 4, 8"):
         MultiHeadAttention(32, 5)
+    with pytest.raises(ValueError, match=r"num_heads \(0\) must divide dim \(6\); choose num_heads in \[1, 2, 3, 6\]"):
+        check_heads(6, 0)
+    check_heads(6, 3)
     attn = MultiHeadAttention(D, H)
     with pytest.raises(ValueError, match="key_padding_mask has shape"):
         attn(torch.randn(B, N, D), key_padding_mask=torch.zeros(B, N + 1, dtype=torch.bool))
