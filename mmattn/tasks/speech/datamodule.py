@@ -26,7 +26,8 @@ from mmattn.data import GeneratedData, TokenBudgetLoaders
 from mmattn.tasks.audio.augment import WaveAugment
 from mmattn.tasks.audio.io import read_audio
 from mmattn.tasks.text.bpe import EOS_ID, PAD_ID, UNK_ID
-from mmattn.tasks.text.tokenizer import TEXT_TOKENIZER_FILE, TextTokenizer
+from mmattn.tasks.text.tokenizer import TextTokenizer
+from mmattn.tasks.text.tokenizer_dir import TokenizerInRunDir
 
 from .corpus import Utterance, read_librispeech, read_manifest
 from .digits import make_spoken_digits
@@ -94,15 +95,16 @@ def collate_speech(batch: Sequence[tuple[Tensor, list[int], str]]) -> dict[str, 
     }
 
 
-class SpeechDataModule(TokenBudgetLoaders, L.LightningDataModule):
+class SpeechDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDataModule):
     """Base of the speech datamodules: subclasses say where the utterances of each split are (`read_split`).
 
-    A BPE tokenizer is trained on the training transcripts (or loaded from `tokenizer_dir`, e.g. on resume) and saved
-    there; `Seq2SeqModule` also stores it in every checkpoint. Characters outside it become `<unk>` and are counted.
+    A BPE tokenizer is trained on the training transcripts, saved in `tokenizer_dir` and loaded from there on resume
+    and on other DDP ranks (`TokenizerInRunDir`); `Seq2SeqModule` also stores it in every checkpoint. Characters
+    outside it become `<unk>` and are counted.
 
     Args:
         tokenizer_dir: Where the tokenizer is saved (and loaded from, when it exists).
-        vocab_size: BPE vocabulary size (the model's output layer follows it).
+        vocab_size: BPE vocabulary size (an upper bound: few distinct transcripts give fewer).
         min_frequency: Least count of a merge.
         lowercase: Lowercase transcripts (for training and for scoring).
         sample_rate: Rate the audio is read at (the model's front end must use the same).
@@ -119,6 +121,8 @@ class SpeechDataModule(TokenBudgetLoaders, L.LightningDataModule):
         pin_memory: Pin host memory.
         seed: Seed of the batch order.
     """
+
+    tokenizer_class = TextTokenizer
 
     def __init__(
         self,
@@ -193,21 +197,17 @@ class SpeechDataModule(TokenBudgetLoaders, L.LightningDataModule):
             )
         return found
 
-    def _has_tokenizer(self) -> bool:
-        return self.tokenizer_dir is not None and (self.tokenizer_dir / TEXT_TOKENIZER_FILE).is_file()
-
-    def _train_tokenizer(self, utterances: Sequence[Utterance]) -> TextTokenizer:
+    def build_tokenizer(self) -> TextTokenizer:
+        """A BPE trained on the training transcripts."""
+        train = self._split("train")
+        if train is None:
+            raise ValueError(f"{type(self).__name__} found no train split to train its tokenizer on")
+        utterances = train[0]
         log.info(
             f"training a BPE tokenizer (vocab_size {self.tokenizer_options['vocab_size']}) on {len(utterances)} "
             "training transcripts"
         )
         return TextTokenizer.train([u.text for u in utterances], **self.tokenizer_options)
-
-    def prepare_data(self) -> None:
-        """Train and save the tokenizer once (rank 0 of each node), so every process loads the same one."""
-        if self.tokenizer_dir is not None and not self._has_tokenizer():
-            train = self._split("train")
-            self._train_tokenizer(train[0]).save(self.tokenizer_dir)
 
     def setup(self, stage: str | None = None) -> None:
         """Load (or train) the tokenizer, read every split's list and encode its transcripts once."""
@@ -216,12 +216,7 @@ class SpeechDataModule(TokenBudgetLoaders, L.LightningDataModule):
         found = {split: self._split(split) for split in SPLITS}
         if found["train"] is None or found["val"] is None:
             raise ValueError(f"{type(self).__name__} found no {'train' if found['train'] is None else 'val'} split")
-        if self._has_tokenizer():
-            self.tokenizer = TextTokenizer.load(self.tokenizer_dir)
-        else:
-            self.tokenizer = self._train_tokenizer(found["train"][0])
-            if self.tokenizer_dir is not None:
-                self.tokenizer.save(self.tokenizer_dir)
+        self.setup_tokenizer()
         for split in SPLITS:
             if found[split] is None:
                 self.datasets[split] = self.datasets["val"]

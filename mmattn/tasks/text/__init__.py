@@ -5,6 +5,7 @@ from .datamodule import PackedBlocks, SCANCommandsDataModule, TextFolderDataModu
 from .embedding import TextEmbedding, TextRenderer
 from .scan import interpret, make_scan, scan_pairs
 from .tokenizer import TextTokenizer
+from .tokenizer_dir import TokenizerInRunDir
 
 __all__ = [
     "PackedBlocks",
@@ -13,6 +14,7 @@ __all__ = [
     "TextFolderDataModule",
     "TextRenderer",
     "TextTokenizer",
+    "TokenizerInRunDir",
     "interpret",
     "is_scan_command",
     "make_scan",

@@ -23,7 +23,8 @@ from mmattn.data import GeneratedData, ensure_dataset
 
 from .bpe import BOS_ID, EOS_ID, UNK_ID
 from .scan import interpret, scan_splits
-from .tokenizer import TEXT_TOKENIZER_FILE, TextTokenizer
+from .tokenizer import TextTokenizer
+from .tokenizer_dir import TokenizerInRunDir
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +98,21 @@ class PackedBlocks(Dataset):
         return {"ids": self.stream[start : start + self.block_size + 1]}
 
 
-class TextFolderDataModule(L.LightningDataModule):
+class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
     """Language-model data from a folder of .txt files.
 
     Layout: `root/train/`, `root/valid/` (or `val/`, `validation/`) and optionally `root/test/`, each holding .txt
     files (nested folders allowed); or just .txt files anywhere under `root`, whose documents are then split into
     train/val by `val_fraction` and `seed`. Without a test split, testing reads the validation split.
 
-    The tokenizer is a BPE trained on the training documents (loaded from `tokenizer_dir` when one is already there,
-    e.g. on resume or on other DDP ranks) or the byte-level one. Characters outside a BPE vocabulary become `<unk>`
-    and are counted in the log for each split.
+    The tokenizer is a BPE trained on the training documents or the byte-level one, saved in `tokenizer_dir` and
+    loaded from there on resume and on other DDP ranks (`TokenizerInRunDir`). Characters outside a BPE vocabulary
+    become `<unk>` and are counted in the log for each split.
 
     Args:
         root: The text folder.
         tokenizer: "bpe" or "bytes".
-        vocab_size: BPE vocabulary size (an upper bound); with "bytes" it is 260 and the value is ignored.
+        vocab_size: BPE vocabulary size (an upper bound: a small corpus gives fewer); "bytes" ignores it (260 ids).
         min_frequency: BPE: least count of a merge.
         lowercase: BPE: lowercase before tokenising.
         tokenizer_dir: Where the tokenizer is saved and loaded from (normally the run directory).
@@ -126,6 +127,8 @@ class TextFolderDataModule(L.LightningDataModule):
     Raises:
         ValueError: A bad option (named in the message).
     """
+
+    tokenizer_class = TextTokenizer
 
     def __init__(
         self,
@@ -214,19 +217,13 @@ class TextFolderDataModule(L.LightningDataModule):
                 raise ValueError(f"the {split} split of {self.root} holds no non-blank text")
         return splits
 
-    def _has_tokenizer(self) -> bool:
-        return self.tokenizer_dir is not None and (self.tokenizer_dir / TEXT_TOKENIZER_FILE).is_file()
-
-    def _build_tokenizer(self, train_docs: Sequence[str]) -> TextTokenizer:
+    def build_tokenizer(self) -> TextTokenizer:
+        """The byte tokenizer, or a BPE trained on the training documents."""
         if self.tokenizer_kind == "bytes":
             return TextTokenizer.bytes()
+        train_docs = self._read_splits()["train"]
         log.info(f"training a BPE tokenizer (vocab_size {self.vocab_size}) on {len(train_docs)} documents")
         return TextTokenizer.train(train_docs, **self.tokenizer_options)
-
-    def prepare_data(self) -> None:
-        """Train and save the tokenizer once (rank 0 of each node), so every process loads the same one."""
-        if self.tokenizer_dir is not None and not self._has_tokenizer():
-            self._build_tokenizer(self._read_splits()["train"]).save(self.tokenizer_dir)
 
     def _stream(self, docs: Sequence[str], split: str) -> np.ndarray:
         encoded = self.tokenizer.encode_batch(docs)
@@ -246,13 +243,8 @@ class TextFolderDataModule(L.LightningDataModule):
         """Load (or build) the tokenizer, read, tokenize and pack every split once."""
         if self.datasets:
             return
+        self.setup_tokenizer()
         splits = self._read_splits()
-        if self._has_tokenizer():
-            self.tokenizer = TextTokenizer.load(self.tokenizer_dir)
-        else:
-            self.tokenizer = self._build_tokenizer(splits["train"])
-            if self.tokenizer_dir is not None:
-                self.tokenizer.save(self.tokenizer_dir)
         for split, docs in splits.items():
             self.datasets[split] = PackedBlocks(self._stream(docs, split), self.block_size, split)
         self.datasets.setdefault("test", self.datasets["val"])

@@ -173,6 +173,11 @@ class TextTokenizer:
         (directory / TEXT_TOKENIZER_FILE).write_text(json.dumps(self.to_dict()), encoding="utf-8")
 
     @classmethod
+    def is_saved(cls, directory: str | Path) -> bool:
+        """Whether `directory` holds the `tokenizer.json` that `load` reads."""
+        return (Path(directory) / TEXT_TOKENIZER_FILE).is_file()
+
+    @classmethod
     def load(cls, directory: str | Path) -> TextTokenizer:
         """Read a tokenizer written by `save`.
 

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from mmattn.data import GeneratedData, TokenBudgetLoaders
 from mmattn.tasks.text.scan import make_scan
+from mmattn.tasks.text.tokenizer_dir import TokenizerInRunDir
 
 from .text import filter_pairs, read_parallel
 from .tokenizer import PAD_ID, Seq2SeqTokenizer
@@ -58,11 +59,12 @@ def collate_pairs(batch: Sequence[tuple[list[int], list[int], str]]) -> dict[str
     }
 
 
-class TranslationDataModule(TokenBudgetLoaders, L.LightningDataModule):
+class TranslationDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDataModule):
     """Line-aligned parallel text `root/{split}.{src_lang}` and `root/{split}.{tgt_lang}` (fairseq/Moses convention).
 
-    A BPE tokenizer is trained on the training split (or loaded from `tokenizer_dir` when one is already there, e.g.
-    on resume) and saved to `tokenizer_dir`, normally the run directory; the module also stores it in every checkpoint.
+    A BPE tokenizer is trained on the training split, saved to `tokenizer_dir` (normally the run directory) and
+    loaded from there on resume and on other DDP ranks (`TokenizerInRunDir`); the module also stores it in every
+    checkpoint.
 
     Args:
         root: Folder of the parallel files.
@@ -72,7 +74,7 @@ class TranslationDataModule(TokenBudgetLoaders, L.LightningDataModule):
         valid_split: Name of the validation files.
         test_split: Name of the test files; None (or missing files) tests on the validation split.
         tokenizer_dir: Where the tokenizer is saved (and loaded from, when it exists).
-        vocab_size: BPE vocabulary size (an upper bound; the model's vocabulary follows it).
+        vocab_size: BPE vocabulary size (an upper bound: a small corpus gives fewer).
         joint_vocab: One vocabulary for both sides (needed to share source and target embeddings).
         min_frequency: Least count of a merge.
         lowercase: Lowercase before tokenising.
@@ -85,6 +87,8 @@ class TranslationDataModule(TokenBudgetLoaders, L.LightningDataModule):
         pin_memory: Pin host memory.
         seed: Seed of the batch order.
     """
+
+    tokenizer_class = Seq2SeqTokenizer
 
     def __init__(
         self,
@@ -144,29 +148,17 @@ class TranslationDataModule(TokenBudgetLoaders, L.LightningDataModule):
             )
         return read_parallel(src, tgt)
 
-    def _has_tokenizer(self) -> bool:
-        return self.tokenizer_dir is not None and any(self.tokenizer_dir.glob("tokenizer*.json"))
-
-    def _train_tokenizer(self) -> Seq2SeqTokenizer:
+    def build_tokenizer(self) -> Seq2SeqTokenizer:
+        """A BPE (joint or one per side) trained on the training pairs."""
         src, tgt = self._read("train")
         log.info(f"training a BPE tokenizer (vocab_size {self.vocab_size}) on {len(src)} training pairs")
         return Seq2SeqTokenizer.train(src, tgt, **self.tokenizer_options)
-
-    def prepare_data(self) -> None:
-        """Train and save the tokenizer once (rank 0 of each node), so every process loads the same one."""
-        if self.tokenizer_dir is not None and not self._has_tokenizer():
-            self._train_tokenizer().save(self.tokenizer_dir)
 
     def setup(self, stage: str | None = None) -> None:
         """Load (or train) the tokenizer, read, encode and filter every split once."""
         if self.datasets:
             return
-        if self._has_tokenizer():
-            self.tokenizer = Seq2SeqTokenizer.load(self.tokenizer_dir)
-        else:
-            self.tokenizer = self._train_tokenizer()
-            if self.tokenizer_dir is not None:
-                self.tokenizer.save(self.tokenizer_dir)
+        self.setup_tokenizer()
         for split in ("train", "val", "test"):
             if split == "test" and (self.splits["test"] is None or not self._files("test")[0].is_file()):
                 self.datasets["test"] = self.datasets["val"]

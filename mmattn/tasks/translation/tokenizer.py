@@ -234,6 +234,13 @@ class Seq2SeqTokenizer:
             (directory / name).unlink(missing_ok=True)
 
     @classmethod
+    def is_saved(cls, directory: str | Path) -> bool:
+        """Whether `directory` holds what `load` reads: `tokenizer.json`, or both per-side files."""
+        directory = Path(directory)
+        per_side = (directory / SRC_TOKENIZER_FILE).is_file() and (directory / TGT_TOKENIZER_FILE).is_file()
+        return (directory / TOKENIZER_FILE).is_file() or per_side
+
+    @classmethod
     def load(cls, directory: str | Path) -> Seq2SeqTokenizer:
         """Read a tokenizer written by `save`.
 
