@@ -21,7 +21,7 @@ from torchmetrics.text import Perplexity
 from mmattn.build import resolve_function
 from mmattn.data.predict import PredictInputs
 from mmattn.lit.base import MMattnModule
-from mmattn.lit.tokenizer_state import CarriesTokenizer, adopt_tokenizer
+from mmattn.lit.tokenizer_state import CarriesTokenizer, adopt_tokenizer, vocab_size_problem
 from mmattn.models.sampling import sample_tokens
 
 __all__ = ["LanguageModelModule"]
@@ -149,14 +149,15 @@ class LanguageModelModule(CarriesTokenizer, MMattnModule):
     # ---------------------------------------------------------------------------------------------- tokenizer
 
     def setup(self, stage: str) -> None:
-        """Take the tokenizer from the datamodule, check it fits the net, compile once if asked."""
+        """Take the tokenizer from the datamodule, check the net's vocabulary fits it, compile once if asked."""
         self.tokenizer = adopt_tokenizer(self.tokenizer, self._trainer, type(self).__name__)
-        have, room = self.tokenizer.vocab_size, getattr(self.net, "vocab_size", None)
-        if room is not None and have > room:
-            raise ValueError(
-                f"the tokenizer has {have} tokens but the model's vocab_size is {room}; raise model.vocab_size "
-                f"(it follows data.vocab_size) to at least {have}"
+        room = getattr(self.net, "vocab_size", None)
+        if room is not None:
+            problem = vocab_size_problem(
+                "the tokenizer", self.tokenizer.vocab_size, "model.vocab_size", room, fitting=stage == "fit"
             )
+            if problem is not None:
+                raise ValueError(problem)
         # Packed blocks hold no padding, but batches of separate lines may.
         self.val_ppl.ignore_index = self.test_ppl.ignore_index = self.tokenizer.pad_id
         super().setup(stage)

@@ -174,18 +174,23 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
     # ---------------------------------------------------------------------------------------------- tokenizer
 
     def setup(self, stage: str) -> None:
-        """Take the tokenizer from the datamodule, check it fits the net, compile once if asked."""
+        """Take the tokenizer from the datamodule, check the net's vocabularies fit it, compile once if asked."""
+        from mmattn.lit.tokenizer_state import vocab_size_problem
+
         self.tokenizer = adopt_tokenizer(self.tokenizer, self._trainer, type(self).__name__)
-        for side in ("src", "tgt"):
+        problems = []
+        for side, name in (("src", "source"), ("tgt", "target")):
             have = getattr(self.tokenizer, f"{side}_vocab_size", None)
             room = getattr(self.net, f"{side}_vocab_size", None)
             # A source adapter (audio, images) replaces the source vocabulary; the target side is always checked.
             adapter = side == "src" and getattr(self.net, "source", None) is not None
-            if have is not None and room is not None and not adapter and have > room:
-                raise ValueError(
-                    f"the {side} tokenizer has {have} tokens but the model's {side}_vocab_size is {room}; "
-                    f"raise model.{side}_vocab_size (it follows data.vocab_size) to at least {have}"
-                )
+            if have is not None and room is not None and not adapter:
+                key = f"model.{side}_vocab_size"
+                problems.append(vocab_size_problem(f"the {name} tokenizer", have, key, room, fitting=stage == "fit"))
+        problems = [p for p in problems if p is not None]
+        if problems:
+            # Both sides in one line: a joint vocabulary needs both overrides, and one run should name them both.
+            raise ValueError("; ".join(problems))
         super().setup(stage)
 
     # ------------------------------------------------------------------------------------------- train / eval

@@ -11,10 +11,53 @@ from typing import Any
 
 from mmattn.build import resolve_class
 
-__all__ = ["TOKENIZER_KEY", "CarriesTokenizer", "adopt_tokenizer", "store_tokenizer", "tokenizer_from_checkpoint"]
+__all__ = [
+    "TOKENIZER_KEY",
+    "CarriesTokenizer",
+    "adopt_tokenizer",
+    "store_tokenizer",
+    "tokenizer_from_checkpoint",
+    "vocab_size_limit",
+    "vocab_size_problem",
+]
 
 # Where the tokenizer travels inside a checkpoint: evaluation, translation and generation need nothing else.
 TOKENIZER_KEY = "mmattn_tokenizer"
+
+# How far a net's vocabulary may outgrow its tokenizer's: to the next multiple of 64 (nanoGPT pads GPT-2's 50,257 ids
+# to 50,304 for faster matmuls; it also lets the LM demo's 128 rows hold the 77 ids its SCAN BPE ends up with) or by a
+# quarter (a BPE trained on a modest corpus falls a little short of the size asked for, which should not stop a run).
+# Past both, the extra output rows are dead weight no target ever trains: with the 260-id byte tokenizer, an 8000-row
+# output layer made training 3.5x slower.
+VOCAB_MULTIPLE = 64
+VOCAB_SLACK = 1.25
+
+
+def vocab_size_limit(tokenizer_size: int) -> int:
+    """The most rows a net's vocabulary may have for a tokenizer of `tokenizer_size` ids (see VOCAB_SLACK)."""
+    padded = -(-tokenizer_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    return max(padded, int(tokenizer_size * VOCAB_SLACK))
+
+
+def vocab_size_problem(
+    tokenizer: str, tokenizer_size: int, key: str, net_size: int, *, fitting: bool = True
+) -> str | None:
+    """Why a net vocabulary of `net_size` rows (config `key`) does not fit `tokenizer`'s ids, ending in the override
+    that fixes it; None when it fits: at least `tokenizer_size` rows and, when `fitting`, at most
+    `vocab_size_limit(tokenizer_size)` (unused rows only cost training; a trained checkpoint still evaluates)."""
+    if net_size < tokenizer_size:
+        return (
+            f"{tokenizer} has {tokenizer_size} ids but {key} is {net_size}, too few rows to embed them; "
+            f"set {key}={tokenizer_size}"
+        )
+    limit = vocab_size_limit(tokenizer_size)
+    if fitting and net_size > limit:
+        return (
+            f"{tokenizer} has {tokenizer_size} ids but {key} is {net_size}, more than {limit} (the tokenizer's size "
+            f"padded to a multiple of {VOCAB_MULTIPLE}, or +{VOCAB_SLACK - 1:.0%}): {net_size - tokenizer_size} output "
+            f"rows would never be trained; set {key}={tokenizer_size}"
+        )
+    return None
 
 
 def adopt_tokenizer(current: Any, trainer: Any, module_name: str) -> Any:
