@@ -202,6 +202,29 @@ def _has(cfg: DictConfig, dotted: str) -> bool:
     return True
 
 
+# The model's vocabulary keys and the tokenizer size each must fit.
+VOCAB_KEYS = {"vocab_size": "tgt_vocab_size", "src_vocab_size": "src_vocab_size", "tgt_vocab_size": "tgt_vocab_size"}
+
+
+def _stand_in_vocab(plain: DictConfig) -> list[str]:
+    """The model's vocabulary sizes for a run on a stand-in of the user's text.
+
+    A command on one's own text must give the model as many rows as it asks the tokenizer for (what a real corpus
+    fills; checked here). The stand-in is a few lines, too few to fill a real BPE, so the run gets the sizes of the
+    tokenizer trained on it, as it gets tiny widths.
+    """
+    keys = [k for k in VOCAB_KEYS if k in plain.model and not (k == "src_vocab_size" and plain.model.get("source"))]
+    if not keys or "tokenizer_dir" not in plain.data:
+        return []
+    asked = 260 if plain.data.get("tokenizer") == "bytes" else plain.data.vocab_size
+    for key in keys:
+        assert plain.model[key] == asked, f"model.{key}={plain.model[key]} but the command asks for {asked} tokens"
+    from hydra.utils import instantiate
+
+    tokenizer = instantiate(plain.data, tokenizer_dir=None).build_tokenizer()
+    return [f"model.{key}={getattr(tokenizer, VOCAB_KEYS[key])}" for key in keys]
+
+
 def _run_config(name: str, overrides: list[str], out: Path) -> DictConfig:
     cfg = compose_config(name, overrides)
     if "paths" in cfg:
@@ -282,7 +305,8 @@ def test_documented_command(
 
     _make_inputs(command, tmp_path, data_dir)
     if name == "train":
-        _run_train(args, trained_run, tmp_path)
+        own_data = any(a.partition("=")[2].startswith(tuple(user_data)) for a in command.args)
+        _run_train(args, trained_run, tmp_path, own_data)
     elif name == "eval":
         from mmattn.cli.eval import evaluate
 
@@ -321,8 +345,9 @@ def test_documented_command(
     capsys.readouterr()
 
 
-def _run_train(args: list[str], trained_run, cwd: Path) -> None:
-    """An mmattn-train command, tiny: the shared run of its family where it is exactly that, else a run of its own."""
+def _run_train(args: list[str], trained_run, cwd: Path, own_data: bool) -> None:
+    """An mmattn-train command, tiny: the shared run of its family where it is exactly that, else a run of its own
+    (on the stand-in of the user's own data when it names some)."""
     for family, overrides in FAMILIES.items():
         experiment = [o for o in overrides if o.startswith("experiment=")]
         if args == experiment:
@@ -335,7 +360,8 @@ def _run_train(args: list[str], trained_run, cwd: Path) -> None:
         cfg = _run_config("train", [*FAMILIES["vision"], "ckpt_path=last", "trainer.max_epochs=2"], run)
     else:
         plain = compose_config("train", args)
-        cfg = _run_config("train", [*args, *_tiny(plain)], cwd / "run")
+        vocab = _stand_in_vocab(plain) if own_data else []
+        cfg = _run_config("train", [*args, *_tiny(plain), *vocab], cwd / "run")
     from mmattn.cli.train import train
 
     metrics = train(cfg)

@@ -56,3 +56,19 @@ def test_nothing_in_the_framework_mentions_the_example() -> None:
             if path.is_file() and path.suffix in (".py", ".yaml", ".txt", ".md", ".toml"):
                 text = path.read_text(errors="replace")
                 assert not any(n in text for n in needles), f"{path} mentions the example"
+
+
+def test_the_window_shape_is_the_models_not_the_datas(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from hydra.utils import instantiate
+    from mmattn_testing import compose_config
+
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    cfg = compose_config("train", ["hydra.searchpath=[pkg://mmattn_timeseries.configs]", "experiment=timeseries_demo"])
+    # The datamodule never used in_chans / seq_len: only the model config holds them now.
+    assert "in_chans" not in cfg.data and "seq_len" not in cfg.data
+    assert (cfg.model.embed.in_chans, cfg.model.embed.seq_len) == (3, 128)
+    net = instantiate(cfg.model)
+    assert net(torch.randn(2, 3, 128)).shape == (2, cfg.data.num_classes)
+    with pytest.raises(ValueError, match=r"expects windows \[batch, 3, 128\], got \(2, 3, 64\)"):
+        net(torch.randn(2, 3, 64))

@@ -92,8 +92,6 @@ class ActivityDataModule(ClassificationDataModule):
         root: Data directory; the files go to `root/activities/`.
         per_class: Windows per class and split, {"train": n, "val": n, "test": n}.
         seed: Seed of the synthesis.
-        in_chans: Channels the model is built for (checked: the windows have 3).
-        seq_len: Window length the model is built for (checked: the windows have 128 samples).
         **kwargs: Options of `mmattn.data.ClassificationDataModule` (batch_size, num_workers, num_classes, ...).
     """
 
@@ -103,16 +101,9 @@ class ActivityDataModule(ClassificationDataModule):
         *,
         per_class: dict[str, int] | None = None,
         seed: int = 0,
-        in_chans: int = 3,
-        seq_len: int = WINDOW,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if (in_chans, seq_len) != (3, WINDOW):
-            raise ValueError(
-                f"the activity windows have 3 channels of {WINDOW} samples, not in_chans={in_chans}, "
-                f"seq_len={seq_len}; set data.in_chans=3 data.seq_len={WINDOW}"
-            )
         self.root = Path(root).expanduser() / "activities"
         self.per_class, self.seed = per_class, seed
 
