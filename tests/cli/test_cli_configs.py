@@ -21,6 +21,8 @@ CONFIGS = Path(str(files("mmattn.configs")))
 TEXT_DATA = ("scan", "parallel_text")
 LM_DATA = ("text_folder", "scan_lm")
 SPEECH_DATA = ("speech_manifest", "librispeech", "spoken_digits")
+# Pairs for a dual encoder: no model config reads them yet.
+PAIR_DATA = ("spoken_text",)
 
 
 def options(group: str) -> list[str]:
@@ -69,6 +71,12 @@ def test_data_options_instantiate(compose_cfg, option: str, tmp_path: Path, env_
         datamodule = instantiate(cfg.data)  # reads nothing until setup
         assert isinstance(datamodule, pl.LightningDataModule)
         assert cfg.model.source.sample_rate == datamodule.sample_rate
+        return
+    if option in PAIR_DATA:
+        cfg = compose_cfg("train", [f"data={option}", "data.root=" + str(tmp_path)])
+        _paths(cfg, tmp_path)
+        datamodule = instantiate(cfg.data)  # reads nothing until setup
+        assert isinstance(datamodule, pl.LightningDataModule) and datamodule.batch_size == cfg.data.batch_size
         return
     cfg = compose_cfg("train", [f"data={option}", "data.root=" + str(tmp_path), "data.num_classes=10"])
     _paths(cfg, tmp_path)
