@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -129,6 +129,33 @@ def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return rng.uniform(0, 110, size=3), rng.uniform(145, 255, size=3)
 
 
+def shape_coverage(
+    name: str, img_size: int, *, center: Sequence[float], diameter: float, angle: float = 0.0
+) -> np.ndarray:
+    """Anti-aliased coverage [img_size, img_size, 1] (float32 in 0..1) of shape `name` drawn in an image.
+
+    Args:
+        name: One of `SHAPE_CLASSES`.
+        img_size: Image side in pixels.
+        center: (x, y) of the shape's centre in pixels.
+        diameter: Diameter of the shape's enclosing circle in pixels.
+        angle: Rotation in radians.
+
+    Raises:
+        ValueError: `name` is not a shape.
+    """
+    if name not in _UNIT_SHAPES:
+        raise ValueError(f"unknown shape {name!r}; choose one of {list(SHAPE_CLASSES)}")
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    big = img_size * SUPERSAMPLE
+    mask = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(mask)
+    for pts, value in _UNIT_SHAPES[name]:
+        xy = (pts @ rot.T * (diameter / 2) + np.asarray(center)) * SUPERSAMPLE
+        draw.polygon(xy.ravel().tolist(), fill=value)
+    return np.asarray(mask.reduce(SUPERSAMPLE), dtype=np.float32)[..., None] * np.float32(1 / 255)
+
+
 def render_shape(
     name: str,
     rng: np.random.Generator,
@@ -153,14 +180,7 @@ def render_shape(
     center = rng.uniform(diameter / 2, img_size - diameter / 2, size=2)
     bg, fg = _colours(rng)
 
-    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    big = img_size * SUPERSAMPLE
-    mask = Image.new("L", (big, big), 0)
-    draw = ImageDraw.Draw(mask)
-    for pts, value in _UNIT_SHAPES[name]:
-        xy = (pts @ rot.T * (diameter / 2) + center) * SUPERSAMPLE
-        draw.polygon(xy.ravel().tolist(), fill=value)
-    alpha = np.asarray(mask.reduce(SUPERSAMPLE), dtype=np.float32)[..., None] * np.float32(1 / 255)
+    alpha = shape_coverage(name, img_size, center=center, diameter=diameter, angle=angle)
     img = bg.astype(np.float32) + alpha * (fg - bg).astype(np.float32)
     img += rng.standard_normal((img_size, img_size, 3), dtype=np.float32) * np.float32(noise)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
