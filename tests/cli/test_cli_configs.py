@@ -21,8 +21,8 @@ CONFIGS = Path(str(files("mmattn.configs")))
 TEXT_DATA = ("scan", "parallel_text")
 LM_DATA = ("text_folder", "scan_lm")
 SPEECH_DATA = ("speech_manifest", "librispeech", "spoken_digits")
-# Pairs for a dual encoder: no model config reads them yet.
-PAIR_DATA = ("spoken_text",)
+# Pairs for a dual encoder, and image-caption data: no model config reads them yet.
+PAIR_DATA = ("spoken_text", "scene_captions", "scene_text")
 
 
 def options(group: str) -> list[str]:

@@ -1,6 +1,14 @@
 """Scenes adapter: procedurally drawn scenes of one or two coloured shapes with paraphrased captions, the caption
-grammar and its parser, attribute accuracy."""
+grammar and its parser, attribute accuracy, and datamodules for captioning and image <-> text contrastive training."""
 
+from .datamodules import (
+    SceneCaptionDataModule,
+    SceneDataModule,
+    SceneDataset,
+    SceneTextDataModule,
+    collate_captions,
+    collate_scene_text,
+)
 from .generate import make_scenes, read_captions, render_scene, sample_scene
 from .grammar import (
     COLOURS,
@@ -25,9 +33,15 @@ __all__ = [
     "SHAPES",
     "SIZES",
     "Scene",
+    "SceneCaptionDataModule",
+    "SceneDataModule",
+    "SceneDataset",
     "SceneObject",
+    "SceneTextDataModule",
     "all_captions",
     "canonical_caption",
+    "collate_captions",
+    "collate_scene_text",
     "make_scenes",
     "parse_caption",
     "read_captions",
