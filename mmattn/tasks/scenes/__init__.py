@@ -1,14 +1,8 @@
 """Scenes adapter: procedurally drawn scenes of one or two coloured shapes with paraphrased captions, the caption
 grammar and its parser, attribute accuracy, and datamodules for captioning and image <-> text contrastive training."""
 
-from .datamodules import (
-    SceneCaptionDataModule,
-    SceneDataModule,
-    SceneDataset,
-    SceneTextDataModule,
-    collate_captions,
-    collate_scene_text,
-)
+from .datamodules import SceneCaptionDataModule, SceneDataModule, SceneTextDataModule
+from .dataset import SceneDataset, collate_captions, collate_scene_text
 from .generate import make_scenes, read_captions, render_scene, sample_scene
 from .grammar import (
     COLOURS,

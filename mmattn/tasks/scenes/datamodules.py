@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import warnings
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,7 @@ import lightning as L
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from mmattn.data import GeneratedData
@@ -40,70 +39,13 @@ from mmattn.tasks.text.tokenizer import TEXT_TOKENIZER_FILE, TextTokenizer
 from mmattn.tasks.vision.data import read_image
 from mmattn.tasks.vision.shapes import DEFAULT_NOISE
 
+from .dataset import Item, SceneDataset, collate_captions, collate_scene_text, pad_ids
 from .generate import SPLITS, make_scenes, read_captions
 from .grammar import COLOURS, SHAPES, SIZES, Scene, SceneObject, canonical_caption
 
-__all__ = [
-    "SceneCaptionDataModule",
-    "SceneDataModule",
-    "SceneDataset",
-    "SceneTextDataModule",
-    "collate_captions",
-    "collate_scene_text",
-]
+__all__ = ["SceneCaptionDataModule", "SceneDataModule", "SceneTextDataModule"]
 
 log = logging.getLogger(__name__)
-
-# An item: (image [3, H, W], caption ids with EOS, caption text, scene id, shape label).
-Item = tuple[Tensor, list[int], str, int, int]
-
-
-class SceneDataset(Dataset):
-    """Images with their captions (text and ids); item i = (image, ids, text, scene id, label), where the caption is
-    a random one of image i's captions (`random_caption`) or its first, canonical one."""
-
-    def __init__(
-        self,
-        files: Sequence[str],
-        texts: Sequence[Sequence[str]],
-        ids: Sequence[Sequence[list[int]]],
-        scene_ids: Sequence[int],
-        labels: Sequence[int],
-        transform: Callable[[Any], Tensor],
-        *,
-        random_caption: bool,
-    ) -> None:
-        self.files, self.texts, self.ids = list(files), list(texts), list(ids)
-        self.scene_ids, self.labels = list(scene_ids), list(labels)
-        self.transform = transform
-        self.random_caption = random_caption
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> Item:
-        j = int(torch.randint(len(self.texts[i]), ())) if self.random_caption else 0
-        image = self.transform(read_image(self.files[i]))
-        return image, self.ids[i][j], self.texts[i][j], self.scene_ids[i], self.labels[i]
-
-
-def _pad(rows: Sequence[list[int]]) -> Tensor:
-    return pad_sequence([torch.tensor(r, dtype=torch.long) for r in rows], batch_first=True, padding_value=PAD_ID)
-
-
-def collate_captions(batch: Sequence[Item]) -> dict[str, Any]:
-    """{"src": images [B, 3, H, W], "tgt": caption ids [B, T], "ref": caption texts}."""
-    return {"src": torch.stack([b[0] for b in batch]), "tgt": _pad([b[1] for b in batch]), "ref": [b[2] for b in batch]}
-
-
-def collate_scene_text(batch: Sequence[Item]) -> dict[str, Tensor]:
-    """{"image": [B, 3, H, W], "text": caption ids [B, L], "match": scene ids [B], "label": shape labels [B]}."""
-    return {
-        "image": torch.stack([b[0] for b in batch]),
-        "text": _pad([b[1] for b in batch]),
-        "match": torch.tensor([b[3] for b in batch], dtype=torch.long),
-        "label": torch.tensor([b[4] for b in batch], dtype=torch.long),
-    }
 
 
 class SceneDataModule(GeneratedData, L.LightningDataModule):
@@ -294,7 +236,7 @@ class SceneDataModule(GeneratedData, L.LightningDataModule):
             raise ValueError("encode_texts got no texts; pass at least one")
         ids, unknown = self._encode(list(texts), "encode_texts")
         self.unknown_texts += unknown
-        return _pad(ids)
+        return pad_ids(ids)
 
     def load_inputs(self, paths: Sequence[str | Path]) -> Tensor:
         """Image files as the model sees them in evaluation: float [B, 3, img_size, img_size] (eval transform).
