@@ -90,6 +90,8 @@ class FileReader(Protocol):
 
     # File suffixes it reads (".wav", ".png", ...), or None for any: what mmattn-predict takes from a folder.
     extensions: tuple[str, ...] | None
+    # Its names of the file in a JSON-lines manifest entry (before the generic "path" and "file").
+    manifest_keys: tuple[str, ...]
 
     def read_file(self, path: str | Path) -> Any:
         """One file as one example."""

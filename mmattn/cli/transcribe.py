@@ -1,4 +1,5 @@
-"""`mmattn-transcribe ckpt_path=... FILE...`: decode files (speech) with a checkpoint from mmattn-train."""
+"""`mmattn-transcribe ckpt_path=... FILE...`: decode files into text (speech recognition, image captioning) with a
+checkpoint from mmattn-train."""
 
 from __future__ import annotations
 
@@ -51,8 +52,10 @@ def transcribe(cfg: DictConfig, files: list[str] | None = None) -> list[str]:
         raise ValueError("no file to transcribe: mmattn-transcribe ckpt_path=<ckpt> FILE... (or files=[a.wav,b.flac])")
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
-        raise FileNotFoundError(f"audio file {missing[0]} does not exist ({len(missing)} of {len(paths)} missing)")
-    module, _ = load_checkpoint_module(cfg, (Seq2SeqModule,), "; mmattn-transcribe needs a speech run")
+        raise FileNotFoundError(f"file {missing[0]} does not exist ({len(missing)} of {len(paths)} missing)")
+    module, _ = load_checkpoint_module(
+        cfg, (Seq2SeqModule,), "; mmattn-transcribe needs a run whose model reads files into text"
+    )
     for key in DECODING_OVERRIDES:
         if cfg.get(key) is not None:
             module.decoding[key] = cfg[key]

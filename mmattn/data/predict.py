@@ -28,8 +28,9 @@ __all__ = [
     "unreadable_message",
 ]
 
-# Keys of a JSON-lines manifest that hold an item: a file (first match wins), or a text.
-MANIFEST_KEYS = {"files": ("audio", "audio_filepath", "image", "path", "file"), "text": ("text", "src", "prompt")}
+# Keys of a JSON-lines manifest that hold an item (first match wins): a file (a reader adds its own names first,
+# `PredictInputs.manifest_keys`), or a text.
+MANIFEST_KEYS = {"files": ("path", "file"), "text": ("text", "src", "prompt")}
 
 
 @dataclass(frozen=True)
@@ -37,17 +38,19 @@ class PredictInputs:
     """What a module predicts on: items of `kind` ("files" or "text"), how one is read and how samples are batched.
 
     `read` raises an error naming the file for an unreadable one (that error is what `skip_bad_files` skips);
-    `extensions` (lower case, with the dot) select the files of a folder, None = every file.
+    `extensions` (lower case, with the dot) select the files of a folder, None = every file; `manifest_keys` are the
+    reader's own names of the file in a JSON-lines manifest, tried before the generic `path` and `file`.
     """
 
     kind: Literal["files", "text"]
     read: Callable[[str], Any]
     collate: Callable[[list[Any]], Any]
     extensions: tuple[str, ...] | None = None
+    manifest_keys: tuple[str, ...] = ()
 
 
-def _manifest_items(path: Path, kind: str) -> list[str]:
-    keys = MANIFEST_KEYS[kind]
+def _manifest_items(path: Path, kind: str, own_keys: tuple[str, ...] = ()) -> list[str]:
+    keys = (*own_keys, *MANIFEST_KEYS[kind])
     items = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -77,7 +80,7 @@ def expand_inputs(inputs: str | Path | Sequence[str | Path], spec: PredictInputs
         if not path.exists():
             raise FileNotFoundError(f"input {path} does not exist; give files, folders or .jsonl manifests")
         if path.suffix == ".jsonl":
-            items += _manifest_items(path, spec.kind)
+            items += _manifest_items(path, spec.kind, spec.manifest_keys)
         elif spec.kind == "text":
             if path.is_dir():
                 raise ValueError(f"input {path} is a folder; this model reads text: give files of one item a line")

@@ -286,7 +286,13 @@ class ClassificationModule(MMattnModule):
         """Files, read as the evaluation data is (through the recorded data config), batched by stacking."""
         reader = self.data_reader()
         read = functools.partial(_read_one, reader)
-        return PredictInputs("files", read=read, collate=torch.stack, extensions=getattr(reader, "extensions", None))
+        return PredictInputs(
+            "files",
+            read=read,
+            collate=torch.stack,
+            extensions=getattr(reader, "extensions", None),
+            manifest_keys=getattr(reader, "manifest_keys", ()),
+        )
 
     def configure_prediction(self, *, top_k: int = 5) -> None:
         """Options of `predict_step`: how many classes each prediction lists."""

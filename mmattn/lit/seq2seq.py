@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.text import CharErrorRate, CHRFScore, SacreBLEUScore, WordErrorRate
 
+from mmattn.build import resolve_class, safe_instantiate
 from mmattn.data.predict import PredictInputs
-from mmattn.lit.base import MMattnModule
+from mmattn.lit.base import MMattnModule, plain
 from mmattn.lit.tokenizer_state import TOKENIZER_KEY, CarriesTokenizer, adopt_tokenizer, tokenizer_from_checkpoint
 from mmattn.modality import FileReader, modality_name, require_reader
 from mmattn.models.decoding import beam_search, ctc_greedy_decode, greedy_decode
@@ -68,6 +69,10 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             val loader is not shuffled); None decodes all. Loss is computed on every batch; test decodes everything.
         metrics: Any of "bleu" (SacreBLEU, 13a tokenisation, 0-100), "chrf" (0-100), "exact" (0-1), "wer" (word
             error rate, 0-1 and above), "cer" (character error rate).
+        text_metrics: More metrics of decoded texts, `{name: config}`: each builds (through `mmattn.build`'s
+            allowlist) a torchmetrics `Metric` updated with `(hypotheses, references)`, logged as `val/<name>` and
+            `test/<name>`; its class's `higher_is_better` sets the checkpoint mode (e.g. a task's attribute
+            accuracy of captions).
         compile: torch.compile the net at setup.
         tokenizer: A tokenizer, when not taken from the datamodule.
         data: The data config (see `MMattnModule`).
@@ -88,6 +93,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         decoding: Mapping[str, Any] | None = None,
         val_decode_batches: int | None = 4,
         metrics: Sequence[str] = ("bleu", "exact"),
+        text_metrics: Mapping[str, Mapping[str, Any]] | None = None,
         compile: bool = False,
         tokenizer: Any = None,
         data: Mapping[str, Any] | None = None,
@@ -119,6 +125,12 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         bad = sorted(set(metrics) - set(METRICS))
         if bad or not metrics:
             raise ValueError(f"module.metrics {list(metrics)}: choose from {list(METRICS)}")
+        text_metrics = {
+            name: plain(dict(cfg), f"module.text_metrics.{name}") for name, cfg in (text_metrics or {}).items()
+        }
+        clash = sorted(set(text_metrics) & {*METRICS, "loss", "ctc_loss", "att_loss"})
+        if clash:
+            raise ValueError(f"module.text_metrics {clash} clash with built-in metric names; rename them")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}; fix module.label_smoothing")
         if val_decode_batches is not None and val_decode_batches < 0:
@@ -136,10 +148,12 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
                 "decoding": self.decoding,
                 "val_decode_batches": val_decode_batches,
                 "metrics": list(metrics),
+                "text_metrics": text_metrics,
             }
         )
-        self.val_metrics = self._metrics(metrics, "val/")
-        self.test_metrics = self._metrics(metrics, "test/")
+        self._single_reference = {*_SINGLE_REFERENCE, *text_metrics}
+        self.val_metrics = self._metrics(metrics, text_metrics, "val/")
+        self.test_metrics = self._metrics(metrics, text_metrics, "test/")
 
     @classmethod
     def metric_modes(cls, options: Mapping[str, Any]) -> dict[str, str]:
@@ -152,6 +166,9 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
                 modes["val/att_loss"] = "min"
         for name in options.get("metrics", ("bleu", "exact")):
             modes[f"val/{name}"] = "min" if name in _LOWER_IS_BETTER else "max"
+        for name, cfg in (options.get("text_metrics") or {}).items():
+            metric = resolve_class(cfg["_target_"], where=f"module.text_metrics.{name}", kinds=(Metric,))
+            modes[f"val/{name}"] = "min" if metric.higher_is_better is False else "max"
         return modes
 
     @classmethod
@@ -160,7 +177,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         return f"val/{list(options.get('metrics', ('bleu', 'exact')))[0]}"
 
     @staticmethod
-    def _metrics(names: Sequence[str], prefix: str) -> MetricCollection:
+    def _metrics(names: Sequence[str], extra: Mapping[str, Mapping[str, Any]], prefix: str) -> MetricCollection:
         make = {
             "bleu": lambda: SacreBLEUScore(tokenize="13a"),
             # chrF (character n-grams only), sacrebleu's default; n_word_order=2 would be chrF++.
@@ -169,7 +186,10 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             "wer": lambda: WordErrorRate(),
             "cer": lambda: CharErrorRate(),
         }
-        return MetricCollection({name: make[name]() for name in names}, prefix=prefix)
+        built = {name: make[name]() for name in names}
+        for name, cfg in extra.items():
+            built[name] = safe_instantiate(cfg, where=f"module.text_metrics.{name}")
+        return MetricCollection(built, prefix=prefix)
 
     # ---------------------------------------------------------------------------------------------- tokenizer
 
@@ -262,7 +282,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             hyps = self.tokenizer.decode_tgt_batch(self.generate(batch["src"]).tolist())
             refs = list(batch["ref"])
             for name, metric in metrics.items(keep_base=True):
-                if name.split("/")[-1] in _SINGLE_REFERENCE:
+                if name.split("/")[-1] in self._single_reference:
                     metric.update(hyps, refs)
                 else:
                     metric.update(hyps, [[r] for r in refs])
@@ -374,7 +394,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
         if getattr(self.net, "source", None) is not None:
             reader = self._file_reader()
-            return PredictInputs("files", reader.read_file, reader.collate, reader.extensions)
+            return PredictInputs("files", reader.read_file, reader.collate, reader.extensions, reader.manifest_keys)
         encode = functools.partial(_encode_source, self.tokenizer)
         return PredictInputs("text", encode, functools.partial(_pad_ids, pad_id=self.tokenizer.pad_id))
 
@@ -424,10 +444,12 @@ class _DataFileReader:
     """A module's recorded datamodule (`load_inputs`) as a `FileReader` of one file at a time."""
 
     extensions: tuple[str, ...] | None
+    manifest_keys: tuple[str, ...]
 
     def __init__(self, module: MMattnModule) -> None:
         self.module = module
         self.extensions = getattr(module.data_reader(), "extensions", None)
+        self.manifest_keys = getattr(module.data_reader(), "manifest_keys", ())
 
     def read_file(self, path: str | Path) -> Any:
         """One file as the evaluation data is read."""

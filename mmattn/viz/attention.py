@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mmattn.modality import TokenLayout, require_renderer
-from mmattn.models import EncoderClassifier
+from mmattn.models import EncoderClassifier, FusionEncoder
 from mmattn.nn import capture_attention
 from mmattn.viz.rollout import attention_rollout
 
@@ -26,6 +26,8 @@ __all__ = [
     "attention_figures",
     "classifier_figures",
     "classifier_maps",
+    "fusion_figures",
+    "fusion_maps",
     "net_figures",
     "save_figures",
 ]
@@ -124,7 +126,55 @@ def net_figures(net: nn.Module, x: Any, num_samples: int, *, titles: Sequence[st
     """
     if isinstance(net, EncoderClassifier):
         return classifier_figures(net, x, num_samples, titles=titles)
+    if isinstance(net, FusionEncoder):
+        return fusion_figures(net, x, num_samples, titles=titles)
     raise ValueError(f"mmattn-viz draws the attention of EncoderClassifier nets, not of {type(net).__name__}")
+
+
+@torch.no_grad()
+def fusion_maps(net: FusionEncoder, inputs: Any) -> dict[str, Any]:
+    """The class token's attention rollout over a `FusionEncoder`'s input tokens, split by member: `{name: (heat
+    [B, N_name], layout)}` for the members in the batch, and `"share"`: {name: [B] the member's share of it}."""
+    net.eval()
+    with capture_attention(net.encoder) as maps:
+        _, _, spans = net.encode(inputs)
+    layers = [calls[0] for calls in maps.values()]
+    row = attention_rollout(layers)[:, 0, 1:]  # the class token's row over the input tokens
+    out: dict[str, Any] = {name: (row[:, span], layout) for name, (span, layout) in spans.items()}
+    total = row.sum(dim=1).clamp_min(1e-12)
+    out["share"] = {name: row[:, span].sum(dim=1) / total for name, (span, _) in spans.items()}
+    return out
+
+
+def fusion_figures(net: FusionEncoder, inputs: Any, num_samples: int, *, titles: Sequence[str] | None = None) -> list:
+    """Per example `fusion_<i>`: each member's input drawn by its renderer under its part of the class token's
+    attention rollout, and a bar of the attention each member gets (how much the prediction rests on each input).
+
+    Raises:
+        ValueError: A member's embedding has no renderer.
+    """
+    from mmattn.viz import require_matplotlib
+
+    plt = require_matplotlib()
+    x = net.select(inputs, num_samples)
+    maps = fusion_maps(net, x)
+    names = [n for n in net.names if n in x]
+    renderers = {n: require_renderer(net.members[n], f"mmattn-viz (fusion member {n!r})") for n in names}
+    examples = {n: net.members[n].examples(x[n], num_samples) for n in names}
+    figures = []
+    for i in range(len(examples[names[0]])):
+        fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 3.6), layout="constrained")
+        for ax, name in zip(axes, names):
+            heat, layout = maps[name]
+            renderers[name].draw(ax, examples[name][i], heat[i], layout)
+            ax.set_title(name, fontsize=9)
+        shares = [float(maps["share"][n][i]) for n in names]
+        axes[-1].bar(names, shares, color="tab:blue")
+        axes[-1].set_ylim(0, 1)
+        axes[-1].set_title("share of the class token's attention", fontsize=9)
+        fig.suptitle(titles[i] if titles else f"input {i}", fontsize=10)
+        figures.append((f"fusion_{i}", fig))
+    return figures
 
 
 def _panels(items: Sequence[tuple[str, Any]], draw: Any, title: str, *, cols: int = 4):
@@ -156,8 +206,8 @@ def alignment_figure(
     plt = require_matplotlib()
     t, s = matrix.shape
     fig, ax = plt.subplots(figsize=(max(4, 0.35 * s + 2), max(3, 0.35 * t + 1.5)), layout="constrained")
-    image = ax.imshow(matrix.cpu().float().numpy(), cmap="Greys", vmin=0, aspect="auto")
-    fig.colorbar(image, ax=ax, shrink=0.8)
+    shown = ax.imshow(matrix.cpu().float().numpy(), cmap="Greys", vmin=0, aspect="auto")
+    fig.colorbar(shown, ax=ax, shrink=0.8)
     ax.set_xticks(range(s), list(src_tokens)[:s], rotation=90, fontsize=7)
     ax.set_yticks(range(t), list(tgt_tokens)[:t], fontsize=7)
     ax.set_xlabel(src_label)

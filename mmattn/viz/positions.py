@@ -82,9 +82,9 @@ def learned_tables(model: nn.Module) -> dict[str, Tensor]:
 def _heatmap(ax, data: Tensor, title: str, *, cmap: str = "RdBu_r", symmetric: bool = True) -> None:
     values = data.detach().float().cpu().numpy()
     limit = float(abs(values).max()) or 1.0
-    image = ax.imshow(values, cmap=cmap, vmin=-limit if symmetric else None, vmax=limit if symmetric else None)
+    shown = ax.imshow(values, cmap=cmap, vmin=-limit if symmetric else None, vmax=limit if symmetric else None)
     ax.set_title(title, fontsize=9)
-    ax.figure.colorbar(image, ax=ax, shrink=0.8)
+    ax.figure.colorbar(shown, ax=ax, shrink=0.8)
 
 
 def write_position_pictures(

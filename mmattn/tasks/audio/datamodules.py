@@ -176,6 +176,8 @@ class AudioClassificationDataModule(ClassificationDataModule):
     collate_fn = collate_skipping
     # The files `load_inputs` reads (what mmattn-predict takes from a folder).
     extensions = AUDIO_EXTENSIONS
+    # The names of a file in a JSON-lines manifest of mmattn-predict (NeMo's too).
+    manifest_keys = ("audio", "audio_filepath")
 
     @abstractmethod
     def _find_clips(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:

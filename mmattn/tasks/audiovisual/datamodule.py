@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmattn.data import ClassificationDataModule
@@ -35,6 +36,8 @@ DEFAULT_PAIRS = {"train": 16000, "val": 2000, "test": 2000}
 # Keys 0-9 of the keypad: key index k is the DTMF class named str(k).
 MAX_CLASSES = min(len(SHAPE_CLASSES), 10)
 # Options this module sets on the two inner datamodules itself.
+# DTMFDataModule options that draw at random per read (training augmentation of the waveform or the features).
+_RANDOM_AUDIO = ("freq_mask", "time_mask", "gain_db", "time_shift", "noise_prob")
 _OWN_OPTIONS = ("root", "generate", "num_classes", "batch_size", "num_workers", "pin_memory", "persistent_workers")
 _FIXED = {
     "image": (*_OWN_OPTIONS, "drop_last", "skip_bad_files"),
@@ -51,6 +54,8 @@ class ShapeToneDataset(Dataset):
         pairs: (image index, tone index, label) per example.
         drop_modality: Probability per example that one of the two inputs, either with equal chance, is absent.
         only: Mark the other input absent in every example ("image" or "audio"), or None.
+        cache_audio: Keep each tone's features after its first read (a tone recurs in many pairs, and its features,
+            without random augmentation, never change: computing them dominates the loading time).
     """
 
     def __init__(
@@ -61,8 +66,10 @@ class ShapeToneDataset(Dataset):
         *,
         drop_modality: float = 0.0,
         only: str | None = None,
+        cache_audio: bool = False,
     ) -> None:
         self.images, self.tones = images, tones
+        self._audio_cache: dict[int, Tensor] | None = {} if cache_audio else None
         self.pairs = list(pairs)
         self.labels = [label for _, _, label in self.pairs]
         self.drop_modality = drop_modality
@@ -73,6 +80,13 @@ class ShapeToneDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def _tone(self, i: int) -> Tensor:
+        if self._audio_cache is None:
+            return self.tones[i][0]
+        if i not in self._audio_cache:
+            self._audio_cache[i] = self.tones[i][0]
+        return self._audio_cache[i].clone()
+
     def __getitem__(self, i: int) -> tuple[dict[str, Any], int]:
         image_idx, tone_idx, label = self.pairs[i]
         present = {"image": self.only != "audio", "audio": self.only != "image"}
@@ -80,7 +94,7 @@ class ShapeToneDataset(Dataset):
         if self.drop_modality > 0 and torch.rand(()).item() < self.drop_modality:
             present[MODALITIES[int(torch.rand(()).item() < 0.5)]] = False
         image = self.images[image_idx][0] if present["image"] else self.zeros["image"].clone()
-        audio = self.tones[tone_idx][0] if present["audio"] else self.zeros["audio"].clone()
+        audio = self._tone(tone_idx) if present["audio"] else self.zeros["audio"].clone()
         flags = {name: torch.tensor(value) for name, value in present.items()}
         return {"image": image, "audio": audio, "present": flags}, label
 
@@ -114,6 +128,8 @@ class ShapeToneDataModule(ClassificationDataModule):
         image: Options of `ShapesDataModule` (img_size, *_per_class, seed, size_range, noise, transforms).
         audio: Options of `DTMFDataModule` (*_per_class, data_seed, gen_snr_db, features, num_mel_bins,
             target_length, mean, std, augmentation).
+        cache_audio: Keep each tone's features in memory after its first read (a tone recurs in many pairs);
+            refused together with random audio augmentation, whose draws it would freeze.
         batch_size: Pairs per batch (per process under DDP).
         num_workers: Loader worker processes.
         pin_memory: Pin host memory.
@@ -137,6 +153,7 @@ class ShapeToneDataModule(ClassificationDataModule):
         generate: bool = True,
         image: Mapping[str, Any] | None = None,
         audio: Mapping[str, Any] | None = None,
+        cache_audio: bool = True,
         batch_size: int = 128,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -166,6 +183,13 @@ class ShapeToneDataModule(ClassificationDataModule):
                 f"drop_modality={drop_modality} drops one of two inputs, but only={only!r} keeps one; "
                 "set data.drop_modality=0 for a single-modality run"
             )
+        random = {k: v for k, v in (audio or {}).items() if k in _RANDOM_AUDIO and v not in (None, 0, 0.0)}
+        if cache_audio and random:
+            raise ValueError(
+                f"data.cache_audio=true would freeze the random audio augmentation {sorted(random)}; "
+                "set data.cache_audio=false"
+            )
+        self.cache_audio = cache_audio
         self.pair_seed = pair_seed
         self.drop_modality = float(drop_modality)
         self.only = only
@@ -248,7 +272,7 @@ class ShapeToneDataModule(ClassificationDataModule):
             rows.append((image_index[pair.image], tone_index[pair.audio], pair.label))
         drop = self.drop_modality if split == "train" else 0.0
         images, tones = getattr(self.shapes, f"{split}_set"), getattr(self.tones, f"{split}_set")
-        return ShapeToneDataset(images, tones, rows, drop_modality=drop, only=self.only)
+        return ShapeToneDataset(images, tones, rows, drop_modality=drop, only=self.only, cache_audio=self.cache_audio)
 
     def _load(self) -> tuple[Dataset, Dataset, Dataset, list[str]]:
         self._ensure_pairs()

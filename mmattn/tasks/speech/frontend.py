@@ -39,6 +39,8 @@ class AudioFileReader:
     """Reads audio files as mono waveforms at one sample rate and batches them as the speech front end's input."""
 
     extensions = AUDIO_EXTENSIONS
+    # NeMo's manifest key too.
+    manifest_keys = ("audio", "audio_filepath")
 
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate

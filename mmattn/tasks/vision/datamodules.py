@@ -81,6 +81,8 @@ class ImageClassificationDataModule(ClassificationDataModule):
     collate_fn = collate_skipping
     # The files `load_inputs` reads (what mmattn-predict takes from a folder).
     extensions = IMG_EXTENSIONS
+    # The name of a file in a JSON-lines manifest of mmattn-predict.
+    manifest_keys = ("image",)
 
     def __init__(
         self,

@@ -1,0 +1,158 @@
+"""FusionEncoder: several inputs, each through its own modality's embedding, fused into one shared Encoder (early
+fusion), then a class-token head."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from mmattn.modality import InputEmbedding, TokenLayout, require_embedding
+from mmattn.nn import Encoder, LearnedPositionalEmbedding2D, SinCos2DPositionalEmbedding, check_heads
+
+__all__ = ["FusionEncoder", "PRESENT_KEY"]
+
+# The optional entry of an input mapping that marks, per member, which rows hold that input (bool [B]).
+PRESENT_KEY = "present"
+
+
+class FusionEncoder(nn.Module):
+    """Early fusion of any modalities: each member's tokens get positions by its layout and a learned type embedding
+    (which input they come from), all are concatenated behind a class token into one shared `Encoder`, and the class
+    token's output feeds a linear head.
+
+    Inputs are a mapping `{member name: that member's input batch}`, optionally with `"present": {name: bool [B]}`.
+    A member left out of the mapping is absent in every row; a row marked absent has that member's tokens masked
+    (attention never sees them), so a batch with a missing input is classified from the others, never crashed.
+
+    Args:
+        members: `{name: InputEmbedding}`, any modalities (at least two; each gives `dim`-wide tokens).
+        num_classes: Classes of the head; 0 returns the pooled features.
+        dim: Token width.
+        depth: Encoder layers.
+        num_heads: Attention heads.
+        mlp_ratio: Feed-forward width over `dim`.
+        pos_embed: Positions of members whose tokens carry none: "learned" (a table over each member's layout,
+            resampled for other grids) or "sincos".
+        drop_rate: Dropout on residual branches and before the head.
+        drop_path_rate: Stochastic depth of the last layer.
+
+    Raises:
+        ValueError: Fewer than two members, a member that does not implement the modality contract, a member of
+            another width, a reserved member name, or bad options.
+    """
+
+    def __init__(
+        self,
+        members: Mapping[str, InputEmbedding],
+        *,
+        num_classes: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        pos_embed: Literal["learned", "sincos"] = "learned",
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        check_heads(dim, num_heads)
+        if len(members) < 2:
+            raise ValueError(f"FusionEncoder fuses at least two inputs, got members {sorted(members)}")
+        if PRESENT_KEY in members:
+            raise ValueError(f"{PRESENT_KEY!r} is reserved for the presence flags; rename that member")
+        if pos_embed not in ("learned", "sincos"):
+            raise ValueError(f"pos_embed must be 'learned' or 'sincos', got {pos_embed!r}")
+        for name, member in members.items():
+            require_embedding(member, f"FusionEncoder member {name!r}")
+            if member.dim != dim:
+                raise ValueError(f"member {name!r} ({member.modality}) gives {member.dim}-wide tokens, dim is {dim}")
+        self.names = list(members)
+        self.members = nn.ModuleDict(dict(members))
+        self.num_classes, self.dim = num_classes, dim
+        positions: dict[str, nn.Module] = {}
+        for name, member in members.items():
+            if not member.positioned:
+                kind = LearnedPositionalEmbedding2D if pos_embed == "learned" else SinCos2DPositionalEmbedding
+                positions[name] = kind(member.layout.shape, dim)
+        self.positions = nn.ModuleDict(positions)
+        self.type_embed = nn.Parameter(torch.zeros(len(self.names), dim))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.encoder = Encoder(dim, depth, num_heads, mlp_ratio=mlp_ratio, dropout=drop_rate, drop_path=drop_path_rate)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+        for m in self.encoder.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.normal_(self.type_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+
+    def no_weight_decay(self) -> set[str]:
+        """Class token, type embeddings and learned position tables."""
+        names = {"cls_token", "type_embed"}
+        names |= {
+            f"positions.{n}.weight" for n, p in self.positions.items() if isinstance(p, LearnedPositionalEmbedding2D)
+        }
+        return names
+
+    def example_input(self, batch_size: int) -> dict[str, Any]:
+        """Every member's example input."""
+        return {name: self.members[name].example_input(batch_size) for name in self.names}
+
+    def _present(self, inputs: Mapping[str, Any], batch_size: int, device: torch.device) -> dict[str, Tensor]:
+        flags = inputs.get(PRESENT_KEY) or {}
+        out = {}
+        for name in self.names:
+            if name not in inputs:
+                out[name] = torch.zeros(batch_size, dtype=torch.bool, device=device)
+            else:
+                flag = flags.get(name)
+                out[name] = torch.ones(batch_size, dtype=torch.bool, device=device) if flag is None else flag.to(device)
+        return out
+
+    def encode(self, inputs: Mapping[str, Any]) -> tuple[Tensor, Tensor | None, dict[str, tuple[slice, TokenLayout]]]:
+        """Output tokens [B, 1 + N, D] (class token first), their padding mask, and where each member's tokens lie
+        (a slice of the N input tokens and their layout)."""
+        unknown = sorted(set(inputs) - {*self.names, PRESENT_KEY})
+        if unknown:
+            raise ValueError(f"FusionEncoder has members {self.names}; the inputs also hold {unknown}")
+        given = [n for n in self.names if n in inputs]
+        if not given:
+            raise ValueError(f"no input of any member ({self.names}) in this batch")
+        parts, masks, spans = [], [], {}
+        offset = 0
+        for name in given:
+            embedded = self.members[name](inputs[name])
+            tokens = embedded.tokens
+            if name in self.positions:
+                tokens = self.positions[name](tokens, embedded.layout.shape)
+            parts.append(tokens + self.type_embed[self.names.index(name)])
+            masks.append(embedded.padding_mask)
+            spans[name] = (slice(offset, offset + tokens.shape[1]), embedded.layout)
+            offset += tokens.shape[1]
+        b, device = parts[0].shape[0], parts[0].device
+        present = self._present(inputs, b, device)
+        mask_parts = [torch.zeros(b, 1, dtype=torch.bool, device=device)]  # the class token is always there
+        for name, tokens, mask in zip(given, parts, masks):
+            absent = ~present[name][:, None].expand(-1, tokens.shape[1])
+            mask_parts.append(absent if mask is None else absent | mask)
+        mask = torch.cat(mask_parts, dim=1)
+        x = torch.cat([self.cls_token.expand(b, -1, -1), *parts], dim=1)
+        mask = mask if bool(mask.any()) else None
+        return self.encoder(x, key_padding_mask=mask), mask, spans
+
+    def forward(self, inputs: Mapping[str, Any]) -> Tensor:
+        """Logits [B, num_classes] (pooled features [B, dim] when `num_classes` is 0)."""
+        tokens, _, _ = self.encode(inputs)
+        return self.head(self.head_drop(tokens[:, 0]))
+
+    def select(self, inputs: Mapping[str, Any], k: int) -> dict[str, Any]:
+        """The first k rows of every member's input (and of the presence flags)."""
+        out: dict[str, Any] = {n: self.members[n].select(inputs[n], k) for n in self.names if n in inputs}
+        if PRESENT_KEY in inputs:
+            out[PRESENT_KEY] = {n: flag[:k] for n, flag in inputs[PRESENT_KEY].items()}
+        return out
