@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
+from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -48,6 +51,25 @@ def read_image(path: str | Path) -> Image.Image:
             "data.skip_bad_files=true to skip unreadable files (counted in a warning after each epoch)",
             path,
         ) from e
+
+
+def load_images(paths: Sequence[str | Path], transform: Callable[[Image.Image], Tensor], img_size: int) -> Tensor:
+    """Image files as one batch [B, 3, img_size, img_size] through `transform` (normally an evaluation transform).
+
+    Images of another size are resized by that transform, with a warning naming them.
+
+    Raises:
+        FileNotFoundError: A file does not exist.
+        ImageDecodeError: A file is no image PIL can read.
+    """
+    out = []
+    for path in paths:
+        rgb = read_image(path)
+        if rgb.size != (img_size, img_size):
+            size = f"{rgb.size[0]} x {rgb.size[1]} px"
+            warnings.warn(f"{path} is {size}; resized for the model's {img_size} px", stacklevel=3)
+        out.append(transform(rgb))
+    return torch.stack(out)
 
 
 class TransformedSubset(Dataset):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from mmattn.tasks.vision.data import (
     CIFAR100Dataset,
     TransformedSubset,
     image_folder_splits,
-    read_image,
+    load_images,
 )
 from mmattn.tasks.vision.shapes import DEFAULT_NOISE, DEFAULT_SIZE_RANGE, SHAPE_CLASSES, make_shapes
 
@@ -147,14 +146,7 @@ class ImageClassificationDataModule(ClassificationDataModule):
             FileNotFoundError: A file does not exist.
             ImageDecodeError: A file is no image PIL can read.
         """
-        out = []
-        for path in paths:
-            rgb = read_image(path)
-            if rgb.size != (self.img_size, self.img_size):
-                size = f"{rgb.size[0]} x {rgb.size[1]} px"
-                warnings.warn(f"{path} is {size}; resized for the model's {self.img_size} px", stacklevel=2)
-            out.append(self.eval_transform(rgb))
-        return torch.stack(out)
+        return load_images(paths, self.eval_transform, self.img_size)
 
 
 class ImageFolderDataModule(ImageClassificationDataModule):
