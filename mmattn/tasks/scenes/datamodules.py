@@ -20,23 +20,23 @@ from `tokenizer_dir`; with the default vocabulary every word of the grammar is o
 from __future__ import annotations
 
 import logging
-import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision import transforms
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from mmattn.data import GeneratedData
 from mmattn.tasks.text.bpe import EOS_ID, PAD_ID, UNK_ID
-from mmattn.tasks.text.tokenizer import TEXT_TOKENIZER_FILE, TextTokenizer
-from mmattn.tasks.vision.data import read_image
+from mmattn.tasks.text.tokenizer import TextTokenizer
+from mmattn.tasks.text.tokenizer_dir import TokenizerInRunDir
+from mmattn.tasks.vision.data import load_images
 from mmattn.tasks.vision.shapes import DEFAULT_NOISE
 
 from .dataset import Item, SceneDataset, collate_captions, collate_scene_text, pad_ids
@@ -48,7 +48,7 @@ __all__ = ["SceneCaptionDataModule", "SceneDataModule", "SceneTextDataModule"]
 log = logging.getLogger(__name__)
 
 
-class SceneDataModule(GeneratedData, L.LightningDataModule):
+class SceneDataModule(GeneratedData, TokenizerInRunDir, L.LightningDataModule):
     """Base of the scene datamodules: the demo generated once under `root/scenes`, a BPE on its training captions,
     image transforms and loaders. Subclasses choose the batch layout (`collate`).
 
@@ -77,6 +77,10 @@ class SceneDataModule(GeneratedData, L.LightningDataModule):
     Raises:
         ValueError: A non-positive `batch_size`, a negative `num_workers` or `color_jitter`.
     """
+
+    tokenizer_class = TextTokenizer
+    # The files `load_inputs` reads (what mmattn-predict takes from a folder).
+    extensions = IMG_EXTENSIONS
 
     @staticmethod
     @abstractmethod
@@ -157,19 +161,11 @@ class SceneDataModule(GeneratedData, L.LightningDataModule):
         elif not self.root.is_dir():
             raise FileNotFoundError(f"scenes demo data not found at {self.root}; pass data.generate=true to create it")
 
-    def _has_tokenizer(self) -> bool:
-        return self.tokenizer_dir is not None and (self.tokenizer_dir / TEXT_TOKENIZER_FILE).is_file()
-
-    def _train_tokenizer(self, records: Sequence[dict[str, Any]]) -> TextTokenizer:
-        texts = [c for r in records for c in r["captions"]]
+    def build_tokenizer(self) -> TextTokenizer:
+        """A BPE trained on every stored caption of the training split."""
+        texts = [c for r in read_captions(self.root / "train") for c in r["captions"]]
         log.info(f"training a BPE tokenizer (vocab_size {self.vocab_size}) on {len(texts)} training captions")
         return TextTokenizer.train(texts, vocab_size=self.vocab_size, min_frequency=1, lowercase=True)
-
-    def prepare_data(self) -> None:
-        """Generate the data, then train and save the tokenizer once (rank 0 of each node)."""
-        super().prepare_data()
-        if self.tokenizer_dir is not None and not self._has_tokenizer():
-            self._train_tokenizer(read_captions(self.root / "train")).save(self.tokenizer_dir)
 
     def setup(self, stage: str | None = None) -> None:
         """Load (or train) the tokenizer, read every split's captions and encode them once."""
@@ -180,12 +176,7 @@ class SceneDataModule(GeneratedData, L.LightningDataModule):
         for split, found in records.items():
             if not found:
                 raise ValueError(f"the {split} split at {self.root / split} holds no images")
-        if self._has_tokenizer():
-            self.tokenizer = TextTokenizer.load(self.tokenizer_dir)
-        else:
-            self.tokenizer = self._train_tokenizer(records["train"])
-            if self.tokenizer_dir is not None:
-                self.tokenizer.save(self.tokenizer_dir)
+        self.setup_tokenizer()
         for split, found in records.items():
             texts = [r["captions"] for r in found]
             flat, _ = self._encode([c for caps in texts for c in caps], f"{split} split")
@@ -227,13 +218,14 @@ class SceneDataModule(GeneratedData, L.LightningDataModule):
         Characters outside the tokenizer become `<unk>`; such texts are counted in `unknown_texts` and a warning.
 
         Raises:
-            TypeError: `texts` is one string or holds a non-string.
-            ValueError: `texts` is empty.
+            RuntimeError: Before `setup()`.
+            ValueError: `texts` is one string or empty.
+            TypeError: `texts` holds a non-string.
         """
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        if isinstance(texts, str) or not texts:
+            raise ValueError(f"encode_texts takes a non-empty list of texts, got {texts!r}")
+        if not all(isinstance(t, str) for t in texts):
             raise TypeError("encode_texts takes a list of strings")
-        if not texts:
-            raise ValueError("encode_texts got no texts; pass at least one")
         ids, unknown = self._encode(list(texts), "encode_texts")
         self.unknown_texts += unknown
         return pad_ids(ids)
@@ -247,14 +239,7 @@ class SceneDataModule(GeneratedData, L.LightningDataModule):
             FileNotFoundError: A file does not exist.
             ImageDecodeError: A file is no image PIL can read.
         """
-        out = []
-        for path in paths:
-            rgb = read_image(path)
-            if rgb.size != (self.img_size, self.img_size):
-                size = f"{rgb.size[0]} x {rgb.size[1]} px"
-                warnings.warn(f"{path} is {size}; resized for the model's {self.img_size} px", stacklevel=2)
-            out.append(self.eval_transform(rgb))
-        return torch.stack(out)
+        return load_images(paths, self.eval_transform, self.img_size)
 
     # ------------------------------------------------------------------------------------------------ loaders
 

@@ -155,10 +155,12 @@ def test_texts_outside_the_tokenizer_are_counted_not_crashed(data_root: Path, tm
     assert UNK_ID in ids[0] and UNK_ID not in ids[1] and _content(ids[2]) == []
     assert dm.tokenizer.decode(ids[1]) == "a small red star"
     assert dm.unknown_texts == 1 and "1 text(s) hold characters outside" in caplog.text
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="non-empty list"):
         dm.encode_texts("a small red star")
-    with pytest.raises(ValueError, match="no texts"):
+    with pytest.raises(ValueError, match="non-empty list"):
         dm.encode_texts([])
+    with pytest.raises(TypeError, match="list of strings"):
+        dm.encode_texts([3])
 
     # A captions file with a character the tokenizer never saw is read, warned about and encoded with <unk>.
     other = tmp_path / "other"
@@ -178,6 +180,7 @@ def test_texts_outside_the_tokenizer_are_counted_not_crashed(data_root: Path, tm
 def test_load_inputs_reads_files_like_evaluation(data_root: Path, tmp_path: Path) -> None:
     dm = _captions(data_root, tmp_path)
     files = [data_root / "scenes" / "val" / f"0000{i}.png" for i in range(2)]
+    assert ".png" in dm.extensions  # what mmattn-predict takes from a folder
     images = dm.load_inputs(files)
     assert images.shape == (2, 3, 48, 48) and images.dtype == torch.float32
     torch.testing.assert_close(images[1], dm.datasets["val"][1][0])
