@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.text import CharErrorRate, CHRFScore, SacreBLEUScore, WordErrorRate
 
-from mmattn.build import resolve_class, safe_instantiate
+from mmattn.build import resolve_class
 from mmattn.data.predict import PredictInputs
 from mmattn.lit.base import MMattnModule, plain
 from mmattn.lit.tokenizer_state import TOKENIZER_KEY, CarriesTokenizer, adopt_tokenizer, tokenizer_from_checkpoint
@@ -69,10 +69,11 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             val loader is not shuffled); None decodes all. Loss is computed on every batch; test decodes everything.
         metrics: Any of "bleu" (SacreBLEU, 13a tokenisation, 0-100), "chrf" (0-100), "exact" (0-1), "wer" (word
             error rate, 0-1 and above), "cer" (character error rate).
-        text_metrics: More metrics of decoded texts, `{name: config}`: each builds (through `mmattn.build`'s
-            allowlist) a torchmetrics `Metric` updated with `(hypotheses, references)`, logged as `val/<name>` and
-            `test/<name>`; its class's `higher_is_better` sets the checkpoint mode (e.g. a task's attribute
-            accuracy of captions).
+        text_metrics: More metrics of decoded texts, `{name: dotted class path}` (or `{name: {class: path,
+            **options}}`): each a torchmetrics `Metric` (resolved through `mmattn.build`'s allowlist) updated with
+            `(hypotheses, references)`, logged as `val/<name>` and `test/<name>`; its class's `higher_is_better`
+            sets the checkpoint mode (e.g. a task's attribute accuracy of captions). Plain paths, not `_target_`
+            nodes, so the module records the config, not an instance.
         compile: torch.compile the net at setup.
         tokenizer: A tokenizer, when not taken from the datamodule.
         data: The data config (see `MMattnModule`).
@@ -93,7 +94,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         decoding: Mapping[str, Any] | None = None,
         val_decode_batches: int | None = 4,
         metrics: Sequence[str] = ("bleu", "exact"),
-        text_metrics: Mapping[str, Mapping[str, Any]] | None = None,
+        text_metrics: Mapping[str, str | Mapping[str, Any]] | None = None,
         compile: bool = False,
         tokenizer: Any = None,
         data: Mapping[str, Any] | None = None,
@@ -126,7 +127,8 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         if bad or not metrics:
             raise ValueError(f"module.metrics {list(metrics)}: choose from {list(METRICS)}")
         text_metrics = {
-            name: plain(dict(cfg), f"module.text_metrics.{name}") for name, cfg in (text_metrics or {}).items()
+            name: plain(cfg if isinstance(cfg, str) else dict(cfg), f"module.text_metrics.{name}")
+            for name, cfg in (text_metrics or {}).items()
         }
         clash = sorted(set(text_metrics) & {*METRICS, "loss", "ctc_loss", "att_loss"})
         if clash:
@@ -167,7 +169,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         for name in options.get("metrics", ("bleu", "exact")):
             modes[f"val/{name}"] = "min" if name in _LOWER_IS_BETTER else "max"
         for name, cfg in (options.get("text_metrics") or {}).items():
-            metric = resolve_class(cfg["_target_"], where=f"module.text_metrics.{name}", kinds=(Metric,))
+            metric = _text_metric_class(name, cfg)
             modes[f"val/{name}"] = "min" if metric.higher_is_better is False else "max"
         return modes
 
@@ -177,7 +179,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         return f"val/{list(options.get('metrics', ('bleu', 'exact')))[0]}"
 
     @staticmethod
-    def _metrics(names: Sequence[str], extra: Mapping[str, Mapping[str, Any]], prefix: str) -> MetricCollection:
+    def _metrics(names: Sequence[str], extra: Mapping[str, Any], prefix: str) -> MetricCollection:
         make = {
             "bleu": lambda: SacreBLEUScore(tokenize="13a"),
             # chrF (character n-grams only), sacrebleu's default; n_word_order=2 would be chrF++.
@@ -188,7 +190,8 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         }
         built = {name: make[name]() for name in names}
         for name, cfg in extra.items():
-            built[name] = safe_instantiate(cfg, where=f"module.text_metrics.{name}")
+            options = {} if isinstance(cfg, str) else {k: v for k, v in cfg.items() if k != "class"}
+            built[name] = _text_metric_class(name, cfg)(**options)
         return MetricCollection(built, prefix=prefix)
 
     # ---------------------------------------------------------------------------------------------- tokenizer
@@ -438,6 +441,14 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         if batch["inputs"] is None:
             return []
         return [{"output": text} for text in self.tokenizer.decode_tgt_batch(self.generate(batch["inputs"]).tolist())]
+
+
+def _text_metric_class(name: str, cfg: str | Mapping[str, Any]) -> type[Metric]:
+    """The Metric class a `text_metrics` entry names (a dotted path, or a mapping with `class`)."""
+    path = cfg if isinstance(cfg, str) else cfg.get("class")
+    if not isinstance(path, str):
+        raise ValueError(f"module.text_metrics.{name} must be a dotted class path or a mapping with `class`")
+    return resolve_class(path, where=f"module.text_metrics.{name}", kinds=(Metric,))
 
 
 class _DataFileReader:

@@ -95,12 +95,48 @@ TINY_AUDIO = [
 ]
 
 # The demo experiment of each model family, tiny (the vision demo is the default experiment).
+TINY_CAPTION = [
+    "experiment=caption_demo",
+    "data.num_train=48",
+    "data.num_val=16",
+    "data.num_test=16",
+    "data.batch_size=16",
+    "model.dim=32",
+    "model.encoder_depth=1",
+    "model.decoder_depth=1",
+    "model.num_heads=2",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "module.decoding.max_len_b=6",
+]
+
+TINY_FUSION = [
+    "experiment=fusion_demo",
+    "data.num_classes=2",
+    "data.pairs={train:16,val:8,test:8}",
+    "data.image.train_per_class=2",
+    "data.image.val_per_class=1",
+    "data.image.test_per_class=1",
+    "data.audio.train_per_class=1",
+    "data.audio.val_per_class=1",
+    "data.audio.test_per_class=1",
+    "data.batch_size=8",
+    "model.dim=32",
+    "model.depth=1",
+    "model.num_heads=2",
+    "trainer.max_epochs=1",
+    "module.scheduler.warmup_epochs=0",
+    "module.scheduler.warmup_steps=1",
+]
+
 FAMILIES = {
     "vision": TINY_TRAIN,
     "audio": TINY_AUDIO,
     "lm": TINY_LM,
     "translation": TINY_TRANSLATION,
     "speech": TINY_SPEECH,
+    "caption": TINY_CAPTION,
+    "fusion": TINY_FUSION,
 }
 
 
