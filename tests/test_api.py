@@ -98,7 +98,7 @@ def test_wrong_kinds_and_broken_folders_say_what_is_wrong(trained_run, saved, tm
         Seq2SeqModule.from_pretrained(saved("vision"))
     with pytest.raises(ValueError, match=r"holds a Seq2SeqModule, not a LanguageModelModule"):
         LanguageModelModule.load_from_checkpoint(trained_run("translation") / "checkpoints" / "last.ckpt")
-    with pytest.raises(ValueError, match=r"source is SpeechFrontEnd, not text.*transcribe"):
+    with pytest.raises(ValueError, match=r"source is speech \(SpeechFrontEnd\), not text.*transcribe"):
         mmattn.load(saved("speech")).translate(["one two"])
     with pytest.raises(ValueError, match=r"holds no config.json, so it is no saved mmattn model"):
         mmattn.load(tmp_path)

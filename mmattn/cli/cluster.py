@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -31,6 +32,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("mmattn.gpus_per_node", gpus_per_node)
     if not OmegaConf.has_resolver("mmattn.run_id"):
         OmegaConf.register_new_resolver("mmattn.run_id", run_id)
+    if not OmegaConf.has_resolver("mmattn.last_checkpoint"):
+        OmegaConf.register_new_resolver("mmattn.last_checkpoint", last_checkpoint)
     if not OmegaConf.has_resolver("mmattn.rank_zero_only"):
         OmegaConf.register_new_resolver(
             "mmattn.rank_zero_only", lambda value: value if process_is_rank_zero() else None
@@ -43,6 +46,22 @@ def run_id(run_dir: str) -> str:
     import hashlib
 
     return hashlib.sha1(os.path.abspath(str(run_dir)).encode()).hexdigest()[:16]
+
+
+def last_checkpoint(log_dir: str, task_name: str) -> str:
+    """`checkpoints/last.ckpt` of the newest run of `task_name` under `log_dir` (e.g. the vision demo's run that a
+    fusion model starts from).
+
+    Raises:
+        ConfigError: No run of that task has a last checkpoint; the message names the command that makes one.
+    """
+    runs = sorted(Path(log_dir).expanduser().glob(f"{task_name}/runs/*/checkpoints/last.ckpt"))
+    if not runs:
+        raise ConfigError(
+            f"no checkpoint of {task_name} under {Path(log_dir) / task_name / 'runs'}; train one first "
+            f"(mmattn-train experiment={task_name}) or give the checkpoint's path"
+        )
+    return str(runs[-1].absolute())
 
 
 def gpus_per_node(accelerator: str, devices: Any) -> int | None:

@@ -27,6 +27,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from mmattn.cli import cluster, utils
     from mmattn.cli.selection import resolve_monitors
     from mmattn.lit import ConfigInCheckpoint
+    from mmattn.models.pretrained import architecture_config
 
     utils.use_hydra_logging()
     utils.make_paths_absolute(cfg)
@@ -51,7 +52,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # So that checkpoints and saved folders rebuild the network and read files as this data does.
         # A network built from pretrained weights records the architecture it has (`init_config`): rebuilding from a
         # checkpoint then builds that, without fetching the weights again.
-        net_config = getattr(net, "init_config", None) or utils.plain_config(cfg.model)
+        net_config = architecture_config(net, utils.plain_config(cfg.model))
         module.record_configs(net=net_config, data=utils.plain_config(cfg.data))
     utils.log_hyperparameters(trainer, cfg, module, run_info)
     ckpt_path = utils.resolve_ckpt_path(cfg.get("ckpt_path"), trainer)

@@ -4,16 +4,18 @@ from .classifier import EncoderClassifier
 from .decoder_only import DecoderOnly
 from .decoding import beam_search, greedy_decode
 from .encoder_decoder import EncoderDecoder, TokenEmbedding
-from .fusion import FusionEncoder
+from .fusion import EncoderTokens, FusionEncoder, encoder_tokens_from_checkpoint
 from .sampling import filter_logits, sample_tokens
 
 __all__ = [
     "DecoderOnly",
     "EncoderClassifier",
     "EncoderDecoder",
+    "EncoderTokens",
     "FusionEncoder",
     "TokenEmbedding",
     "beam_search",
+    "encoder_tokens_from_checkpoint",
     "filter_logits",
     "greedy_decode",
     "sample_tokens",

@@ -3,16 +3,19 @@ fusion), then a class-token head."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from mmattn.modality import InputEmbedding, TokenLayout, require_embedding
+from mmattn.modality import InputEmbedding, TokenLayout, Tokens, require_embedding
 from mmattn.nn import Encoder, LearnedPositionalEmbedding2D, SinCos2DPositionalEmbedding, check_heads
 
-__all__ = ["FusionEncoder", "PRESENT_KEY"]
+__all__ = ["EncoderTokens", "FusionEncoder", "PRESENT_KEY", "encoder_tokens_from_checkpoint"]
+
+log = logging.getLogger(__name__)
 
 # The optional entry of an input mapping that marks, per member, which rows hold that input (bool [B]).
 PRESENT_KEY = "present"
@@ -156,3 +159,98 @@ class FusionEncoder(nn.Module):
         if PRESENT_KEY in inputs:
             out[PRESENT_KEY] = {n: flag[:k] for n, flag in inputs[PRESENT_KEY].items()}
         return out
+
+
+class EncoderTokens(InputEmbedding):
+    """A trained `EncoderClassifier`'s output tokens (its embedding, positions and encoder; no pooling, no head) as an
+    input embedding: a pretrained single-modality encoder as a member of a fusion model (or any family's input).
+
+    The modality's reader, renderer and batch handling are the wrapped embedding's. Its tokens carry positions.
+
+    Args:
+        net: The encoder (e.g. the net of a vision or audio classifier checkpoint).
+        dim: Width of the tokens given out (a linear projection when it differs from the encoder's); None keeps it.
+        freeze: Keep the encoder's weights as they are (no gradients, eval mode: dropout off), and save its
+            backward pass.
+
+    Raises:
+        ValueError: `net` is not an `EncoderClassifier`.
+    """
+
+    positioned = True
+
+    def __init__(self, net: nn.Module, *, dim: int | None = None, freeze: bool = True) -> None:
+        super().__init__()
+        from mmattn.models.classifier import EncoderClassifier
+
+        if not isinstance(net, EncoderClassifier):
+            raise ValueError(f"EncoderTokens wraps an EncoderClassifier, got {type(net).__name__}")
+        self.net, self.freeze = net, freeze
+        self.dim = net.dim if dim is None else dim
+        self.modality = net.embed.modality
+        self.proj = nn.Linear(net.dim, self.dim) if self.dim != net.dim else nn.Identity()
+        if freeze:
+            net.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> EncoderTokens:
+        """Train mode for the projection; a frozen encoder stays in eval mode."""
+        super().train(mode)
+        if self.freeze:
+            self.net.eval()
+        return self
+
+    @property
+    def layout(self) -> TokenLayout:
+        """The wrapped embedding's layout."""
+        return self.net.embed.layout
+
+    def embed(self, x: Any) -> Tokens:
+        """The encoder's output tokens of the input (prefix tokens left out), projected to `dim`."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            tokens, mask, embedded = self.net.encode(x)
+        p = self.net.num_prefix_tokens
+        return Tokens(self.proj(tokens[:, p:]), None if mask is None else mask[:, p:], embedded.layout)
+
+    def example_input(self, batch_size: int) -> Any:
+        """The wrapped embedding's example input."""
+        return self.net.embed.example_input(batch_size)
+
+    def reader(self) -> Any:
+        """The wrapped embedding's file reader."""
+        return self.net.embed.reader()
+
+    def renderer(self) -> Any:
+        """The wrapped embedding's renderer."""
+        return self.net.embed.renderer()
+
+    def batch_size(self, x: Any) -> int:
+        """As the wrapped embedding counts."""
+        return self.net.embed.batch_size(x)
+
+    def examples(self, x: Any, k: int) -> list[Any]:
+        """As the wrapped embedding splits."""
+        return self.net.embed.examples(x, k)
+
+    def select(self, x: Any, k: int) -> Any:
+        """As the wrapped embedding selects."""
+        return self.net.embed.select(x, k)
+
+
+def encoder_tokens_from_checkpoint(
+    ckpt_path: str, *, dim: int | None = None, freeze: bool = True, trust: tuple[str, ...] | list[str] = ()
+) -> EncoderTokens:
+    """`EncoderTokens` around the net of a classifier checkpoint (or saved folder) of mmattn-train, with its weights.
+
+    The result records its architecture (`init_config`), so a run built from it stores the encoder's config, not this
+    path: its checkpoints rebuild without the file.
+    """
+    from mmattn.checkpoint import load
+    from mmattn.models.pretrained import record_init_config
+
+    module = load(ckpt_path, trust=tuple(trust))
+    net_config = module.hparams.get("net")
+    if not net_config:
+        raise ValueError(f"{ckpt_path} records no network config; train it with mmattn-train")
+    tokens = EncoderTokens(module.net, dim=dim, freeze=freeze)
+    log.info(f"fusion member from {ckpt_path}: {type(module.net).__name__} ({tokens.modality}), frozen={freeze}")
+    return record_init_config(tokens, "mmattn.models.EncoderTokens", net=net_config, dim=dim, freeze=freeze)

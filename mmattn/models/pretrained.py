@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["LoadReport", "load_pretrained", "record_init_config"]
+__all__ = ["LoadReport", "architecture_config", "load_pretrained", "record_init_config"]
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +90,22 @@ def record_init_config(model: nn.Module, target: str, **kwargs: Any) -> nn.Modul
     """
     model.init_config = {"_target_": target, **kwargs}
     return model
+
+
+def architecture_config(model: nn.Module, config: Any) -> Any:
+    """`config` (the plain config `model` was built from) with every part built from pretrained weights replaced by
+    the architecture it recorded (`init_config`), at any depth: a fusion member or a tower as well as the whole net.
+
+    Parts are matched by name: a config key to the attribute (or `ModuleDict` entry) of the same name.
+    """
+    recorded = getattr(model, "init_config", None)
+    if recorded is not None:
+        return recorded
+    if not isinstance(config, Mapping):
+        return config
+    out = dict(config)
+    for key, value in config.items():
+        child = model[key] if isinstance(model, nn.ModuleDict) and key in model else getattr(model, str(key), None)
+        if isinstance(value, Mapping) and isinstance(child, nn.Module):
+            out[key] = architecture_config(child, value)
+    return out

@@ -88,6 +88,7 @@ def test_data_options_instantiate(compose_cfg, option: str, tmp_path: Path, env_
 PRETRAINED = {
     "vit_small_timm": "tests/tasks/vision/test_pretrained.py",
     "ast_base_audioset": "tests/tasks/audio/test_ast_pretrained.py",
+    "fusion_pretrained": "tests/models/test_fusion.py",
 }
 
 
@@ -95,7 +96,7 @@ PRETRAINED = {
 def test_model_options_instantiate_and_follow_the_data_config(compose_cfg, option: str) -> None:
     # depth=1 keeps the big presets cheap; the class count and input size come from the data config.
     if option in PRETRAINED:
-        pytest.skip(f"model={option} fetches pretrained weights; {PRETRAINED[option]} loads them from local files")
+        pytest.skip(f"model={option} starts from pretrained weights; {PRETRAINED[option]} builds it from local files")
     # Vocabulary sizes are the model's own (checked against the trained tokenizer at setup).
     if option.startswith("gpt"):
         cfg = compose_cfg("train", ["data=scan_lm", f"model={option}", "model.depth=1", "model.vocab_size=90"])
@@ -118,6 +119,19 @@ def test_model_options_instantiate_and_follow_the_data_config(compose_cfg, optio
         src = {"audio": torch.randn(2, 16000) * 0.1, "audio_lengths": torch.tensor([16000, 9000])}
         logits = net(src, torch.randint(3, 20, (2, 5)))
         assert logits.shape == (2, 5, 90) and net.ctc_head is not None
+        return
+    if option.startswith("caption"):
+        depth = ["model.encoder_depth=1", "model.decoder_depth=1", "model.tgt_vocab_size=90"]
+        cfg = compose_cfg("train", ["data=scene_captions", "data.img_size=32", f"model={option}", *depth])
+        net = instantiate(cfg.model)
+        assert net.source.layout.shape == (4, 4)  # the image modality's grid at the data's image size
+        assert net(net.source.example_input(2), torch.randint(3, 50, (2, 5))).shape == (2, 5, 90)
+        return
+    if option.startswith("fusion"):
+        cfg = compose_cfg("train", ["data=shape_tone", f"model={option}", "model.depth=1", "data.num_classes=7"])
+        net = instantiate(cfg.model)
+        assert net.num_classes == 7 and set(net.members) == {"image", "audio"}
+        assert net(net.example_input(2)).shape == (2, 7)
         return
     if option.startswith("ast"):
         data = ["data=dtmf", "data.num_mel_bins=64", "data.target_length=120"]
@@ -202,9 +216,11 @@ def test_experiments_compose(compose_cfg, option: str) -> None:
         # Every preset's model has as many rows as its BPE is asked for (a BPE that falls short stays within the
         # slack the module allows at setup; the demos' setup is tested with their real tokenizers).
         assert cfg.model.tgt_vocab_size == cfg.data.vocab_size
-        assert cfg.trainer.use_distributed_sampler is False  # the token-budget sampler shards per rank itself
+        if "max_tokens" in cfg.data or "max_frames" in cfg.data:
+            assert cfg.trainer.use_distributed_sampler is False  # the token-budget sampler shards per rank itself
         checkpoint = cfg.callbacks.model_checkpoint
-        assert (checkpoint.monitor, checkpoint.mode) in (("val/exact", "max"), ("val/bleu", "max"), ("val/wer", "min"))
+        selections = (("val/exact", "max"), ("val/bleu", "max"), ("val/wer", "min"), ("val/attributes", "max"))
+        assert (checkpoint.monitor, checkpoint.mode) in selections
     elif cfg.module._target_ == "mmattn.lit.LanguageModelModule":
         assert cfg.model.vocab_size == cfg.data.vocab_size and cfg.model.context_length >= cfg.data.block_size
         assert cfg.callbacks.model_checkpoint.monitor == "val/loss" and cfg.callbacks.model_checkpoint.mode == "min"

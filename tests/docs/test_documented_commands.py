@@ -183,7 +183,8 @@ def _tiny(cfg: DictConfig) -> list[str]:
     for override in [o for family in FAMILIES.values() for o in family]:
         key, value = override.split("=", 1)
         plain = key.lstrip("+")
-        if plain == "experiment" or plain in chosen:
+        # Group choices (experiment=, model=) belong to their family's own run, never to another command.
+        if "." not in plain or plain in chosen:
             continue
         if key.startswith("+") or _has(cfg, plain):
             chosen[plain] = override

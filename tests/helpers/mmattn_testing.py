@@ -112,8 +112,8 @@ TINY_CAPTION = [
 
 TINY_FUSION = [
     "experiment=fusion_demo",
-    "data.num_classes=2",
-    "data.pairs={train:16,val:8,test:8}",
+    "model=fusion_demo",  # members from scratch: no vision or audio demo run needed
+    "data.pairs={train:100,val:100,test:100}",  # every (shape, key) cell once
     "data.image.train_per_class=2",
     "data.image.val_per_class=1",
     "data.image.test_per_class=1",
@@ -127,6 +127,9 @@ TINY_FUSION = [
     "trainer.max_epochs=1",
     "module.scheduler.warmup_epochs=0",
     "module.scheduler.warmup_steps=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
 ]
 
 FAMILIES = {

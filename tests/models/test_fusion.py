@@ -78,3 +78,54 @@ def test_bad_members_are_named() -> None:
             depth=1,
             num_heads=2,
         )
+
+
+def test_pretrained_members_come_from_checkpoints_and_runs_store_their_architecture(trained_run, tmp_path) -> None:
+    # The tiny vision and audio demo runs' encoders as frozen fusion members, as configs/model/fusion_pretrained.yaml
+    # builds them; the stored config names the encoders' architecture, not the checkpoint files.
+    from mmattn.build import safe_instantiate
+    from mmattn.cli.cluster import ConfigError, last_checkpoint
+    from mmattn.models import EncoderTokens, encoder_tokens_from_checkpoint
+    from mmattn.models.pretrained import architecture_config
+
+    vision, audio = (trained_run(f) / "checkpoints" / "last.ckpt" for f in ("vision", "audio"))
+    config = {
+        "_target_": "mmattn.models.FusionEncoder",
+        "members": {
+            "image": {"_target_": "mmattn.models.encoder_tokens_from_checkpoint", "ckpt_path": str(vision), "dim": 16},
+            "audio": {"_target_": "mmattn.models.encoder_tokens_from_checkpoint", "ckpt_path": str(audio), "dim": 16},
+        },
+        "num_classes": 4,
+        "dim": 16,
+        "depth": 1,
+        "num_heads": 2,
+    }
+    from hydra.utils import instantiate
+
+    net = instantiate(config)  # the user's own config, as mmattn-train builds it (factories allowed)
+    image = net.members["image"]
+    assert isinstance(image, EncoderTokens) and image.modality == "image" and image.freeze
+    assert all(not p.requires_grad for p in image.net.parameters())
+    x = net.example_input(2)
+    net.train()(x).sum().backward()
+    assert image.proj.weight.grad is not None and image.net.embed.proj.weight.grad is None
+    assert not image.net.training  # a frozen encoder keeps dropout off
+    stored = architecture_config(net, config)
+    assert stored["members"]["image"]["_target_"] == "mmattn.models.EncoderTokens"
+    assert "ckpt_path" not in str(stored) and stored["num_classes"] == 4
+    rebuilt = safe_instantiate(stored, where="model")  # what a checkpoint rebuilds: classes only
+    rebuilt.load_state_dict(net.state_dict())
+    torch.testing.assert_close(rebuilt.eval()(x), net.eval()(x))
+
+    # The newest run's checkpoint of a task, found by name; none: one line naming the command that makes one.
+    for stamp in ("2026-01-01_10-00-00", "2026-01-02_09-00-00"):
+        folder = tmp_path / "outputs" / "vision_demo" / "runs" / stamp / "checkpoints"
+        folder.mkdir(parents=True)
+        (folder / "last.ckpt").symlink_to(vision)
+    newest = tmp_path / "outputs" / "vision_demo" / "runs" / "2026-01-02_09-00-00" / "checkpoints" / "last.ckpt"
+    assert last_checkpoint(str(tmp_path / "outputs"), "vision_demo") == str(newest)
+    with pytest.raises(ConfigError, match=r"no checkpoint of vision_demo under .*; train one first"):
+        last_checkpoint(str(tmp_path / "elsewhere"), "vision_demo")
+    with pytest.raises(ValueError, match="EncoderTokens wraps an EncoderClassifier"):
+        EncoderTokens(torch.nn.Linear(2, 2))
+    assert encoder_tokens_from_checkpoint(str(vision)).dim == image.net.dim

@@ -83,7 +83,7 @@ def test_parallel_text_errors_name_files(tmp_path: Path) -> None:
 def test_text_metrics_equal_sacrebleu() -> None:
     hyps = ["the cat sat on the mat", "a quick brown fox jumps", "hello world !", "I_WALK I_WALK"]
     refs = ["the cat sat on a mat", "the quick brown fox jumped", "hello world!", "I_WALK I_WALK"]
-    metrics = Seq2SeqModule._metrics(["bleu", "chrf", "exact"], "test/")
+    metrics = Seq2SeqModule._metrics(["bleu", "chrf", "exact"], {}, "test/")
     metrics["bleu"].update(hyps, [[r] for r in refs])
     metrics["chrf"].update(hyps, [[r] for r in refs])
     metrics["exact"].update(hyps, refs)
