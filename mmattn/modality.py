@@ -12,6 +12,9 @@ A modality package (images, spectrograms, text, speech, a user's sensors) implem
   `attention_maps` callback), or None.
 - `batch_size(x)` / `examples(x, k)`: how many examples a batch holds and the first k of them, one by one (the
   defaults handle a tensor batch; inputs of another structure override them).
+- `vocab_size`: for an embedding of token ids (its input is the data's tokenizer's ids), the ids its table holds;
+  None for every other input. Families check it against the tokenizer, and read strings given for it as texts
+  (encoded by the datamodule's `encode_texts`) rather than as file paths.
 
 Families (`EncoderClassifier`, `EncoderDecoder`'s source, `DualEncoder` towers, `FusionEncoder` members) check an
 embedding with `require_embedding` when they are built, and ask for a reader or renderer with `require_reader` /
@@ -119,10 +122,14 @@ class InputEmbedding(nn.Module, ABC):
         modality: A short human name for messages ("image patches", "speech").
         positioned: The tokens already carry positions (the family adds none); otherwise the family places positions
             by the layout (2-D tables for grids, 1-D for sequences).
+
+    Attributes:
+        vocab_size: Token ids the embedding holds, when its input is the ids of a tokenizer; None otherwise.
     """
 
     modality: ClassVar[str] = "input"
     positioned: ClassVar[bool] = False
+    vocab_size: int | None = None
 
     # Token width D; implementations set it in __init__.
     dim: int

@@ -25,8 +25,9 @@ from torch import nn
 
 from mmattn.data.predict import PredictInputs
 from mmattn.lit.optim import configure_optimization
+from mmattn.modality import FileReader, require_reader
 
-__all__ = ["CONFIG_FILE", "MMattnModule", "WEIGHTS_FILE"]
+__all__ = ["CONFIG_FILE", "DataFileReader", "MMattnModule", "WEIGHTS_FILE"]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -192,19 +193,41 @@ class MMattnModule(
 
     def data_reader(self) -> Any:
         """The datamodule of the recorded data config, built once (its `load_inputs` reads files)."""
+        reader = self.recorded_datamodule("read files")
+        if not callable(getattr(reader, "load_inputs", None)):
+            raise ValueError(f"{type(reader).__name__} cannot read input files (it has no load_inputs)")
+        return reader
+
+    def input_reader(self, embed: Any, what: str) -> FileReader:
+        """The file reader of an input: its embedding's own (speech reads audio at its rate), else the recorded data
+        config's (`load_inputs`: images through the evaluation transform).
+
+        Raises:
+            ValueError: Neither the modality nor the data reads files (the message names `what` and the modality).
+        """
+        reader = embed.reader()
+        if reader is not None:
+            return reader
+        if self.hparams.get("data") and callable(getattr(self.recorded_datamodule(), "load_inputs", None)):
+            return DataFileReader(self)
+        return require_reader(embed, what)
+
+    def recorded_datamodule(self, purpose: str = "read files") -> Any:
+        """The datamodule of the recorded data config, built once and not set up (no data is read or generated).
+
+        Raises:
+            ValueError: No data config was recorded (the message says it was needed to `purpose`).
+        """
         if self._reader is None:
             data = self.hparams.get("data")
             if not data:
                 raise ValueError(
-                    f"this {type(self).__name__} records no data config, so it cannot read files; pass a batch of "
+                    f"this {type(self).__name__} records no data config, so it cannot {purpose}; pass a batch of "
                     "tensors, or use a model trained by mmattn-train (it records its data config)"
                 )
             from mmattn.build import safe_instantiate
 
-            reader = safe_instantiate(data, where="data", trust=self.trust)
-            if not callable(getattr(reader, "load_inputs", None)):
-                raise ValueError(f"{type(reader).__name__} cannot read input files (it has no load_inputs)")
-            self._reader = reader
+            self._reader = safe_instantiate(data, where="data", trust=self.trust)
         return self._reader
 
     # ------------------------------------------------------------------------------------------------ loading
@@ -282,3 +305,23 @@ class MMattnModule(
             token=token,
         )
         return load_folder(folder, device=map_location, trust=tuple(trust), kinds=(cls,))
+
+
+class DataFileReader:
+    """A module's recorded datamodule (`load_inputs`) as a `FileReader` of one file at a time."""
+
+    extensions: tuple[str, ...] | None
+    manifest_keys: tuple[str, ...]
+
+    def __init__(self, module: MMattnModule) -> None:
+        self.module = module
+        self.extensions = getattr(module.data_reader(), "extensions", None)
+        self.manifest_keys = getattr(module.data_reader(), "manifest_keys", ())
+
+    def read_file(self, path: str | Path) -> Any:
+        """One file as the evaluation data is read."""
+        return self.module.read_files([path])[0]
+
+    def collate(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Stacked into one batch."""
+        return torch.stack(list(items))

@@ -21,7 +21,7 @@ from mmattn.build import resolve_class
 from mmattn.data.predict import PredictInputs
 from mmattn.lit.base import MMattnModule, plain
 from mmattn.lit.tokenizer_state import TOKENIZER_KEY, CarriesTokenizer, adopt_tokenizer, tokenizer_from_checkpoint
-from mmattn.modality import FileReader, modality_name, require_reader
+from mmattn.modality import FileReader, modality_name
 from mmattn.models.decoding import beam_search, ctc_greedy_decode, greedy_decode
 
 __all__ = ["Seq2SeqModule", "TOKENIZER_KEY", "tokenizer_from_checkpoint"]
@@ -413,12 +413,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             raise ValueError(
                 "this model's source is text, which is not read from files; use mmattn-translate or translate()"
             )
-        reader = source.reader()
-        if reader is not None:
-            return reader
-        if self.hparams.get("data") and callable(getattr(self.data_reader(), "load_inputs", None)):
-            return _DataFileReader(self)
-        return require_reader(source, "this model's source")
+        return self.input_reader(source, "this model's source")
 
     def require_text_source(self) -> None:
         """Raise one line unless the source is text token ids (what `translate` and mmattn-translate take)."""
@@ -449,26 +444,6 @@ def _text_metric_class(name: str, cfg: str | Mapping[str, Any]) -> type[Metric]:
     if not isinstance(path, str):
         raise ValueError(f"module.text_metrics.{name} must be a dotted class path or a mapping with `class`")
     return resolve_class(path, where=f"module.text_metrics.{name}", kinds=(Metric,))
-
-
-class _DataFileReader:
-    """A module's recorded datamodule (`load_inputs`) as a `FileReader` of one file at a time."""
-
-    extensions: tuple[str, ...] | None
-    manifest_keys: tuple[str, ...]
-
-    def __init__(self, module: MMattnModule) -> None:
-        self.module = module
-        self.extensions = getattr(module.data_reader(), "extensions", None)
-        self.manifest_keys = getattr(module.data_reader(), "manifest_keys", ())
-
-    def read_file(self, path: str | Path) -> Any:
-        """One file as the evaluation data is read."""
-        return self.module.read_files([path])[0]
-
-    def collate(self, items: Sequence[Tensor]) -> Tensor:
-        """Stacked into one batch."""
-        return torch.stack(list(items))
 
 
 def _encode_source(tokenizer: Any, text: str) -> Tensor:

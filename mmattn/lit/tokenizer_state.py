@@ -7,7 +7,7 @@ with `weights_only=True`) and a `from_dict` classmethod; the checkpoint also rec
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from mmattn.build import resolve_class
 
@@ -111,9 +111,14 @@ def tokenizer_from_checkpoint(checkpoint: Mapping[str, Any]) -> Any:
 
 
 class CarriesTokenizer:
-    """LightningModule mixin: every checkpoint carries `self.tokenizer`, and loading one restores it."""
+    """LightningModule mixin: every checkpoint carries `self.tokenizer`, and loading one restores it.
+
+    A module whose tokenizer is optional (`tokenizer_optional`: a family that may pair inputs without text) saves
+    none when it has none, and loads a checkpoint without one.
+    """
 
     tokenizer: Any
+    tokenizer_optional: ClassVar[bool] = False
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the tokenizer (plain strings, so the checkpoint loads with weights_only=True)."""
@@ -123,4 +128,7 @@ class CarriesTokenizer:
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild the tokenizer stored by `on_save_checkpoint`."""
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        if self.tokenizer_optional and checkpoint.get(TOKENIZER_KEY) is None:
+            self.tokenizer = None
+            return
         self.tokenizer = tokenizer_from_checkpoint(checkpoint)
