@@ -3,12 +3,14 @@
 from .classifier import EncoderClassifier
 from .decoder_only import DecoderOnly
 from .decoding import beam_search, greedy_decode
+from .dual_encoder import DualEncoder
 from .encoder_decoder import EncoderDecoder, TokenEmbedding
 from .fusion import EncoderTokens, FusionEncoder, encoder_tokens_from_checkpoint
 from .sampling import filter_logits, sample_tokens
 
 __all__ = [
     "DecoderOnly",
+    "DualEncoder",
     "EncoderClassifier",
     "EncoderDecoder",
     "EncoderTokens",
