@@ -10,6 +10,7 @@ from mmattn.lit.callbacks import (
 )
 from mmattn.lit.checkpoint_io import AtomicCheckpointIO, atomic_write, replace_dir
 from mmattn.lit.classification import ClassificationModule
+from mmattn.lit.contrastive import ContrastiveModule
 from mmattn.lit.language_model import LanguageModelModule
 from mmattn.lit.loggers import ResumableCSVLogger, ResumableTensorBoardLogger
 from mmattn.lit.optim import (
@@ -40,6 +41,7 @@ __all__ = [
     "scale_lr",
     "CONFIG_KEY",
     "ClassificationModule",
+    "ContrastiveModule",
     "Seq2SeqModule",
     "TOKENIZER_KEY",
     "tokenizer_from_checkpoint",
