@@ -97,6 +97,15 @@ def test_model_options_instantiate_and_follow_the_data_config(compose_cfg, optio
     # depth=1 keeps the big presets cheap; the class count and input size come from the data config.
     if option in PRETRAINED:
         pytest.skip(f"model={option} starts from pretrained weights; {PRETRAINED[option]} builds it from local files")
+    # Dual encoders: each tower builds from its own config, any modality; embeddings are normalised and learn.
+    cfg = compose_cfg("train", ["data=spoken_text", f"model={option}"])
+    if cfg.model._target_ == "mmattn.models.DualEncoder":
+        net = instantiate(cfg.model)
+        out = net(net.example_input(2))
+        assert list(out) == list(cfg.model.towers) and all(e.shape == (2, cfg.model.embed_dim) for e in out.values())
+        sum((e[:, 0] * i).sum() for i, e in enumerate(out.values())).backward()
+        assert all(p.grad is not None for p in net.proj.parameters())
+        return
     # Vocabulary sizes are the model's own (checked against the trained tokenizer at setup).
     if option.startswith("gpt"):
         cfg = compose_cfg("train", ["data=scan_lm", f"model={option}", "model.depth=1", "model.vocab_size=90"])
@@ -221,6 +230,13 @@ def test_experiments_compose(compose_cfg, option: str) -> None:
         checkpoint = cfg.callbacks.model_checkpoint
         selections = (("val/exact", "max"), ("val/bleu", "max"), ("val/wer", "min"), ("val/attributes", "max"))
         assert (checkpoint.monitor, checkpoint.mode) in selections
+    elif cfg.module._target_ == "mmattn.lit.ContrastiveModule":
+        # The towers that read token ids have as many rows as the BPE is asked for; selection is by mean recall@1.
+        vocabularies = [t.embed.vocab_size for t in cfg.model.towers.values() if "vocab_size" in t.embed]
+        assert vocabularies == [cfg.data.vocab_size]
+        assert cfg.module.tower_names == list(cfg.model.towers)
+        checkpoint = cfg.callbacks.model_checkpoint
+        assert (checkpoint.monitor, checkpoint.mode) == ("val/mean_r1", "max")
     elif cfg.module._target_ == "mmattn.lit.LanguageModelModule":
         assert cfg.model.vocab_size == cfg.data.vocab_size and cfg.model.context_length >= cfg.data.block_size
         assert cfg.callbacks.model_checkpoint.monitor == "val/loss" and cfg.callbacks.model_checkpoint.mode == "min"

@@ -39,7 +39,13 @@ CONFIG_OF = {
     "mmattn-export": "export",
 }
 # Run directories in the docs (outputs/<task>/runs/<run>) and the family whose tiny run stands in for them.
-TASK_FAMILY = {"train": "vision", "lm_demo": "lm", "translation_demo": "translation", "speech_demo": "speech"}
+TASK_FAMILY = {
+    "train": "vision",
+    "lm_demo": "lm",
+    "translation_demo": "translation",
+    "speech_demo": "speech",
+    "clap_demo": "clap",
+}
 # `ckpt_path=...`: the family each command needs.
 PROG_FAMILY = {
     "mmattn-translate": "translation",

@@ -94,6 +94,23 @@ TINY_AUDIO = [
     "+trainer.limit_test_batches=1",
 ]
 
+# The dual encoder on the speech demo's clips (the same counts as TINY_SPEECH: the data is written once per session).
+TINY_CLAP = [
+    "experiment=clap_demo",
+    "data.counts={train:24,valid:6,test:6}",
+    "data.batch_size=8",
+    "model.embed_dim=16",
+    "model.towers.audio.dim=32",
+    "model.towers.audio.depth=1",
+    "model.towers.audio.num_heads=2",
+    "model.towers.audio.embed.channels=8",
+    "model.towers.text.dim=32",
+    "model.towers.text.depth=1",
+    "model.towers.text.num_heads=2",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+]
+
 # The demo experiment of each model family, tiny (the vision demo is the default experiment).
 TINY_CAPTION = [
     "experiment=caption_demo",
@@ -140,6 +157,7 @@ FAMILIES = {
     "speech": TINY_SPEECH,
     "caption": TINY_CAPTION,
     "fusion": TINY_FUSION,
+    "clap": TINY_CLAP,
 }
 
 
