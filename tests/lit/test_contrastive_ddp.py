@@ -1,5 +1,6 @@
 """The contrastive loss under real DDP (2 gloo processes): gathered with gradients, it equals the single-process loss
-on the same global batch, and so do the gradients DDP averages; ranks may hold different numbers of pairs."""
+on the same global batch, and so do the gradients DDP averages; ranks may hold different numbers of pairs. The
+embeddings collected for retrieval metrics are the whole split's on every rank."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch.multiprocessing as mp
 from mmattn_towers import identity_dual_encoder
 
 from mmattn.lit import ContrastiveModule
+from mmattn.lit.retrieval import PairBank
 
 GLOBAL = 7
 # Rank 0 holds 4 pairs, rank 1 holds 3: the last batch of a split need not divide evenly.
@@ -58,6 +60,9 @@ def _worker(rank: int, port: int, out: str) -> None:
             for grad in grads:
                 dist.all_reduce(grad)
             results[loss] = (value / 2, [grad / 2 for grad in grads])
+        bank = PairBank()
+        bank.update(local["vec"], local["ids"].float(), local["match"])
+        results["bank"] = bank.compute()
         if rank == 0:
             torch.save(results, out)
     finally:
@@ -84,3 +89,6 @@ def test_gathered_loss_equals_the_single_process_loss_on_the_global_batch(tmp_pa
             assert torch.allclose(got, want, atol=1e-5), loss
         # Not trivially equal: the logit scale (and the towers) learn from these gradients.
         assert any(g.abs().sum() > 0 for g in single_grads)
+    batch = _batch()
+    a, b, match = results["bank"]
+    assert torch.equal(a, batch["vec"]) and torch.equal(b, batch["ids"].float()) and torch.equal(match, batch["match"])
