@@ -106,3 +106,25 @@ def test_the_text_vocabulary_must_fit_the_tokenizer(data_dir, tmp_path, vocab: i
     ):
         train(cfg)
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # stopped at setup, before any step
+
+
+@pytest.mark.slow
+def test_the_attention_maps_callback_logs_the_similarity_matrix(data_dir, tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mmattn.cli.train import train
+
+    overrides = [
+        "callbacks=attention_maps",
+        "callbacks.attention_maps.num_samples=3",
+        "logger=tensorboard",
+        "test=false",
+    ]
+    cfg = compose_config("train", [*TINY_CLAP, f"paths.data_dir={data_dir}", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir, cfg.paths.log_dir = str(tmp_path / "run"), str(tmp_path / "logs")
+    train(cfg)
+    (events,) = (tmp_path / "run" / "tensorboard" / "version_0").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events), size_guidance={"images": 0})
+    acc.Reload()
+    assert set(acc.Tags()["images"]) == {"attention/similarity", "attention/pairs"}
