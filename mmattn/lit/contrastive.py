@@ -245,9 +245,10 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
         for (q, c), (qn, cn) in (((a, b), (first, second)), ((b, a), (second, first))):
             recalls = recall_at_k(q, c, match, match, sorted({1, *self.recall_at}))
             for k in self.recall_at:
-                self.log(f"{stage}/{qn}_to_{cn}_r{k}", recalls[k], sync_dist=False)
+                # Every rank holds the same value (the gathered split): syncing averages equal numbers.
+                self.log(f"{stage}/{qn}_to_{cn}_r{k}", recalls[k], sync_dist=True)
             r1.append(recalls[1])
-        self.log(f"{stage}/mean_r1", sum(r1) / 2, prog_bar=stage == "val", sync_dist=False)
+        self.log(f"{stage}/mean_r1", sum(r1) / 2, prog_bar=stage == "val", sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         """Log the validation split's retrieval recall."""

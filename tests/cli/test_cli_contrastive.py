@@ -128,3 +128,26 @@ def test_the_attention_maps_callback_logs_the_similarity_matrix(data_dir, tmp_pa
     acc = EventAccumulator(str(events), size_guidance={"images": 0})
     acc.Reload()
     assert set(acc.Tags()["images"]) == {"attention/similarity", "attention/pairs"}
+
+
+@pytest.mark.slow
+def test_ddp_evaluation_gathers_the_global_batch(run_cli, trained_run, compose_cfg, tmp_path) -> None:
+    # The 6 test pairs are one batch in one process, and 3 + 3 on two gloo ranks (trainer=ddp_cpu): gathered, the
+    # ranks' loss is the single-process loss of the same global batch, and recall covers the whole split.
+    from mmattn.cli.eval import evaluate
+
+    ckpt = trained_run("clap") / "checkpoints" / "last.ckpt"
+    cfg = compose_cfg("eval", [f"ckpt_path={ckpt}"])
+    with open_dict(cfg):
+        cfg.paths.output_dir, cfg.paths.log_dir = str(tmp_path / "single"), str(tmp_path / "logs")
+    single = evaluate(cfg)
+    result = run_cli(
+        "mmattn-eval", f"ckpt_path={ckpt}", "trainer=ddp_cpu", "paths.log_dir=ddp", cwd=tmp_path, timeout=600
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "MEMBER: 2/2" in output  # the second rank really ran
+    (metrics_file,) = (tmp_path / "ddp").rglob("metrics.json")
+    ddp = json.loads(metrics_file.read_text())
+    for key in ("test/loss", "test/mean_r1", *_recall_keys("test")):
+        assert ddp[key] == pytest.approx(single[key], abs=1e-5), key
