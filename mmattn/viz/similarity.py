@@ -56,7 +56,7 @@ def pairs_figure(columns: Sequence[tuple[str, Any, Sequence[Any], Any]], *, toke
     plt = require_matplotlib()
     rows = max(len(examples) for _, _, examples, _ in columns)
     fig, axes = plt.subplots(
-        rows, len(columns), figsize=(3.2 * len(columns), 1.8 * rows), squeeze=False, layout="constrained"
+        rows, len(columns), figsize=(4.5 * len(columns), 1.8 * rows), squeeze=False, layout="constrained"
     )
     for c, (name, renderer, examples, layout) in enumerate(columns):
         for r in range(rows):
