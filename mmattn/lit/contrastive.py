@@ -23,6 +23,8 @@ __all__ = ["ContrastiveModule"]
 
 MATCH_KEY = "match"
 LABEL_KEY = "label"
+# Where a datamodule keeps the zero-shot class prompts: one text per class, or a list of texts per class.
+PROMPT_KINDS = ("prompts", "prompt_sets")
 
 
 def _recall_keys(stage: str, towers: Sequence[str], ks: Sequence[int]) -> dict[str, str]:
@@ -44,7 +46,9 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
     process on that global batch. Validation and test collect the normalised embeddings of the whole split (from
     every process) and log recall@k both ways, `<stage>/<a>_to_<b>_r<k>`, their mean recall@1 `<stage>/mean_r1`,
     and with `zero_shot_tower` the zero-shot accuracy `<stage>/zero_shot_acc`: each example of the other tower is
-    given the class whose prompt (the datamodule's `prompts`, encoded by its `encode_texts`) is most similar.
+    given the class whose prompt (the datamodule's `prompts`, encoded by its `encode_texts`) is most similar; with
+    `zero_shot_prompts="prompt_sets"` a class is several prompts whose normalised embeddings are averaged (CLIP's
+    prompt ensembling).
 
     The tokenizer, when the datamodule has one, rides in checkpoints (texts for `embed`/`retrieve` and prompts are
     encoded with it); towers whose embedding holds a vocabulary are checked against it at setup.
@@ -58,6 +62,8 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
         recall_at: The k of the recall@k metrics.
         zero_shot_tower: The tower that embeds the class prompts (its embedding reads token ids); null = no
             zero-shot classification.
+        zero_shot_prompts: The datamodule's attribute that holds them: "prompts" (one text per class) or
+            "prompt_sets" (a list of texts per class, ensembled).
         tower_names: The net's tower names, when the config knows them (`${oc.dict.keys:model.towers}`): the
             directional retrieval keys can then be declared and monitored before the net is built.
         compile: `torch.compile` the network at setup.
@@ -81,6 +87,7 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
         loss: str = "clip",
         recall_at: Sequence[int] = (1, 5, 10),
         zero_shot_tower: str | None = None,
+        zero_shot_prompts: str = "prompts",
         tower_names: Sequence[str] | None = None,
         compile: bool = False,
         tokenizer: Any = None,
@@ -112,17 +119,27 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
                     f"module.zero_shot_tower={zero_shot_tower!r} does not embed token ids, so it cannot embed the "
                     "class prompts; name the tower that reads texts"
                 )
+        if zero_shot_prompts not in PROMPT_KINDS:
+            raise ValueError(f"module.zero_shot_prompts must be one of {list(PROMPT_KINDS)}, got {zero_shot_prompts!r}")
         self.loss_kind = loss
         self.recall_at = ks
         self.zero_shot_tower = zero_shot_tower
+        self.zero_shot_prompts = zero_shot_prompts
         self.tokenizer = tokenizer
         self.save_module_hyperparameters(
-            {"loss": loss, "recall_at": ks, "zero_shot_tower": zero_shot_tower, "tower_names": list(names)}
+            {
+                "loss": loss,
+                "recall_at": ks,
+                "zero_shot_tower": zero_shot_tower,
+                "zero_shot_prompts": zero_shot_prompts,
+                "tower_names": list(names),
+            }
         )
         self.banks = nn.ModuleDict({"val": PairBank(), "test": PairBank()})
         self.zero_shot = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self._zero_shot_data: Any = None
         self._prompts: Tensor | None = None
+        self.predict_tower: str | None = None
 
     @classmethod
     def metric_modes(cls, options: Mapping[str, Any]) -> dict[str, str]:
@@ -160,11 +177,12 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
         if problems:
             raise ValueError("; ".join(problems))
         if self.zero_shot_tower is not None and stage in ("fit", "validate", "test"):
-            prompts = getattr(datamodule, "prompts", None)
+            prompts = getattr(datamodule, self.zero_shot_prompts, None)
             if prompts is None or not callable(getattr(datamodule, "encode_texts", None)):
                 raise ValueError(
-                    f"module.zero_shot_tower={self.zero_shot_tower} needs a datamodule with prompts (one text per "
-                    f"class) and encode_texts; {type(datamodule).__name__} has none: set module.zero_shot_tower=null"
+                    f"module.zero_shot_tower={self.zero_shot_tower} needs a datamodule with {self.zero_shot_prompts} "
+                    f"(class prompts) and encode_texts; {type(datamodule).__name__} has none: set "
+                    "module.zero_shot_tower=null"
                 )
             self._zero_shot_data = datamodule
         super().setup(stage)
@@ -213,8 +231,7 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
                 "but this batch has none; set module.zero_shot_tower=null"
             )
         if self._prompts is None:
-            ids = self._zero_shot_data.encode_texts(list(self._zero_shot_data.prompts))
-            self._prompts = self.net.encode(self.zero_shot_tower, ids.to(self.device))
+            self._prompts = self._class_embeddings()
         other = b if self.zero_shot_tower == self.net.names[0] else a
         labels = batch[LABEL_KEY]
         scored = labels >= 0
@@ -223,6 +240,14 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
             metric = self.zero_shot[stage]
             metric.update((predicted == labels[scored]).float())
             self.log(f"{stage}/zero_shot_acc", metric, on_step=False, on_epoch=True, batch_size=int(scored.sum()))
+
+    def _class_embeddings(self) -> Tensor:
+        """One normalised embedding per class [C, E]: its prompt's, or the mean of its prompt set's."""
+        found = getattr(self._zero_shot_data, self.zero_shot_prompts)
+        sets = [[text] for text in found] if self.zero_shot_prompts == "prompts" else [list(texts) for texts in found]
+        ids = self._zero_shot_data.encode_texts([text for texts in sets for text in texts])
+        embedded = self.net.encode(self.zero_shot_tower, ids.to(self.device)).split([len(t) for t in sets])
+        return torch.nn.functional.normalize(torch.stack([e.mean(dim=0) for e in embedded]), dim=-1)
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         """Loss, embeddings collected for retrieval, zero-shot predictions."""
@@ -289,7 +314,6 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
         """Pairs in a batch (its match ids)."""
         return int(batch[MATCH_KEY].shape[0])
 
-    @torch.no_grad()
     def attention_figures(
         self,
         batch: Mapping[str, Any],
@@ -300,28 +324,11 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
     ) -> list:
         """`("similarity", figure)`: the cosine similarities of the first `num_samples` pairs of a batch, correct
         matches outlined; and `("pairs", figure)`: those inputs drawn by their renderers (towers that have one)."""
-        from mmattn.viz.similarity import pairs_figure, similarity_figure
+        from mmattn.viz.similarity import dual_encoder_figures
 
         self.eval()
-        first, second = self.net.names
-        parts = {}
-        for name in (first, second):
-            embedding = self.net.embedding(name)
-            x = move_data_to_device(embedding.select(batch[name], num_samples), self.device)
-            parts[name] = (x, self.net.encode(name, x))
-        match = batch[MATCH_KEY][:num_samples]
-        sims = parts[first][1] @ parts[second][1].T
-        figures = [("similarity", similarity_figure(sims, match, match, rows=first, cols=second))]
-        columns = []
-        for name, (x, _) in parts.items():
-            embedding = self.net.embedding(name)
-            renderer = embedding.renderer()
-            if renderer is not None:
-                examples = embedding.examples(x, num_samples)
-                columns.append((name, renderer, examples, embedding.embed(x).layout))
-        if columns:
-            figures.append(("pairs", pairs_figure(columns, tokenizer=self.tokenizer)))
-        return figures
+        batch = move_data_to_device(batch, self.device)
+        return dual_encoder_figures(self.net, batch, batch[MATCH_KEY], num_samples, tokenizer=self.tokenizer)
 
     def predict_inputs(self) -> PredictInputs:
         """The items of the prediction tower (`configure_prediction(tower=...)`, else the first): its files, or
@@ -335,7 +342,7 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
         self.predict_tower = tower
 
     def _predict_tower(self) -> str:
-        return getattr(self, "predict_tower", None) or self.net.names[0]
+        return self.predict_tower or self.net.names[0]
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """The normalised embedding of each readable input of a `mmattn.data.predict` batch."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
-__all__ = ["pairs_figure", "similarity_figure"]
+__all__ = ["dual_encoder_figures", "pairs_figure", "similarity_figure"]
 
 
 def similarity_figure(sims: Tensor, row_match: Tensor, col_match: Tensor, *, rows: str, cols: str, title: str = ""):
@@ -67,3 +68,27 @@ def pairs_figure(columns: Sequence[tuple[str, Any, Sequence[Any], Any]], *, toke
             else:
                 ax.axis("off")
     return fig
+
+
+@torch.no_grad()
+def dual_encoder_figures(net: Any, batch: Any, match: Tensor, num_samples: int, *, tokenizer: Any = None) -> list:
+    """`("similarity", figure)` of the first `num_samples` pairs of a batch of a `DualEncoder` (a mapping with each
+    tower's input), and `("pairs", figure)` of those inputs when a tower's modality has a renderer."""
+    first, second = net.names
+    inputs, embeddings = {}, {}
+    for name in net.names:
+        embedding = net.embedding(name)
+        inputs[name] = embedding.select(batch[name], num_samples)
+        embeddings[name] = net.encode(name, inputs[name])
+    match = match[:num_samples]
+    sims = embeddings[first] @ embeddings[second].T
+    figures = [("similarity", similarity_figure(sims, match, match, rows=first, cols=second))]
+    columns = []
+    for name, x in inputs.items():
+        embedding = net.embedding(name)
+        renderer = embedding.renderer()
+        if renderer is not None:
+            columns.append((name, renderer, embedding.examples(x, num_samples), embedding.embed(x).layout))
+    if columns:
+        figures.append(("pairs", pairs_figure(columns, tokenizer=tokenizer)))
+    return figures

@@ -165,6 +165,14 @@ def test_validation_logs_recall_over_the_split_and_zero_shot_accuracy() -> None:
     assert "val/loss" in metrics
     assert set(ContrastiveModule.metric_modes(dict(module.hparams))) >= {k for k in metrics if k != "val/loss"}
 
+    # Prompt ensembles (CLIP's): a class's normalised prompt embeddings averaged. Class 2 = "class 2" and twice
+    # "class 1" is (0, 2, 1) / sqrt(5): the vector [0, 1, 0.3] (label 1) now goes to class 2 as well.
+    data = _PairData(vectors, labels, match)
+    data.prompt_sets = [["class 0"], ["class 1"], ["class 2", "class 1", "class 1"]]
+    module = ContrastiveModule(identity_dual_encoder(), zero_shot_tower="ids", zero_shot_prompts="prompt_sets")
+    (metrics,) = _trainer().validate(module, datamodule=data)
+    assert metrics["val/zero_shot_acc"] == pytest.approx(3 / 5)
+
 
 def test_module_options_are_checked() -> None:
     with pytest.raises(ValueError, match=r"ContrastiveModule trains a mmattn.models.DualEncoder, got Linear"):
@@ -176,6 +184,8 @@ def test_module_options_are_checked() -> None:
         ContrastiveModule(identity_dual_encoder(), zero_shot_tower="vec")
     with pytest.raises(ValueError, match=r"zero_shot_tower='text' is no tower; choose one of \['vec', 'ids'\]"):
         ContrastiveModule(identity_dual_encoder(), zero_shot_tower="text")
+    with pytest.raises(ValueError, match=r"zero_shot_prompts must be one of \['prompts', 'prompt_sets'\]"):
+        ContrastiveModule(identity_dual_encoder(), zero_shot_tower="ids", zero_shot_prompts="classes")
     with pytest.raises(ValueError, match=r"tower_names=\['a', 'b'\] but the net's towers are \['vec', 'ids'\]"):
         ContrastiveModule(identity_dual_encoder(), tower_names=["a", "b"])
     module = ContrastiveModule(identity_dual_encoder())
