@@ -116,6 +116,10 @@ def _family(family: str, modality: str) -> dict[str, Any]:
             **core,
         }
     partner = "image" if modality != "image" else "spectrogram"
+    if family == "dual":
+        tower = {"_target_": "mmattn.models.EncoderClassifier", "num_classes": 0, "depth": 1, "pool": "avg", **core}
+        towers = {"a": {**tower, "embed": _embed(modality)}, "b": {**tower, "embed": _embed(partner)}}
+        return {"_target_": "mmattn.models.DualEncoder", "towers": towers, "embed_dim": 8}
     return {
         "_target_": "mmattn.models.FusionEncoder",
         "members": {"a": _embed(modality), "b": _embed(partner)},
@@ -148,14 +152,17 @@ def _forward(family: str, net: torch.nn.Module, x: Any) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("modality", list(_modalities()))
-@pytest.mark.parametrize("family", ["classifier", "seq2seq", "fusion"])
+@pytest.mark.parametrize("family", ["classifier", "seq2seq", "fusion", "dual"])
 def test_every_family_takes_every_modality(family: str, modality: str, outside: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = safe_instantiate(_family(family, modality), where="model", trust=TRUST)
-    embed = net.source if family == "seq2seq" else net.members["a"] if family == "fusion" else net.embed
+    parts = {"seq2seq": lambda: net.source, "fusion": lambda: net.members["a"], "dual": lambda: net.towers["a"].embed}
+    embed = parts.get(family, lambda: net.embed)()
     assert isinstance(embed, InputEmbedding)
-    x = embed.example_input(2) if family != "fusion" else net.example_input(2)
+    x = net.example_input(2) if family in ("fusion", "dual") else embed.example_input(2)
     out = _forward(family, net, x)
+    if family == "dual":  # two normalised embeddings; their similarity is what trains
+        out = out["a"] @ out["b"].T * net.logit_scale.exp()
     assert torch.isfinite(out).all()
     out.float().pow(2).mean().backward()
     grads = [p.grad for p in embed.parameters() if p.grad is not None]
@@ -163,7 +170,12 @@ def test_every_family_takes_every_modality(family: str, modality: str, outside: 
 
     from mmattn.viz.attention import net_figures, save_figures, seq2seq_figures
 
-    if family == "seq2seq":
+    if family == "dual":
+        from mmattn.viz.similarity import dual_encoder_figures
+
+        figures = dual_encoder_figures(net, x, torch.arange(2), 2)
+        assert [n for n, _ in figures] == ["similarity", "pairs"]
+    elif family == "seq2seq":
         tokenizer = _Tokenizer()
         tgt = torch.tensor([[5, 6, 2, 0], [7, 2, 0, 0]])
         figures = seq2seq_figures(net, x, tgt, 1, tokenizer)
@@ -181,19 +193,28 @@ class _Tokenizer:
 
 
 @pytest.mark.parametrize("modality", ["sensor", "radar"])
-def test_outside_modalities_train_as_classifier_and_fusion_member(modality: str, outside: Path) -> None:
-    # A real (short) Lightning fit through ClassificationModule, built from configs, for each family that classifies.
+def test_outside_modalities_train_in_every_family_that_classifies_or_retrieves(modality: str, outside: Path) -> None:
+    # A real (short) Lightning fit, built from configs: classifier input and fusion member through ClassificationModule,
+    # contrastive tower through ContrastiveModule (its pairs matched by id).
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
-    from mmattn.lit import ClassificationModule
+    from mmattn.lit import ClassificationModule, ContrastiveModule
 
-    for family in ("classifier", "fusion"):
-        cfg = _family(family, modality)
-        net = safe_instantiate(cfg, where="model", trust=TRUST)
-        inputs = net.example_input(8) if family == "fusion" else net.embed.example_input(8)
-        rows = [({k: v[i] for k, v in inputs.items()} if family == "fusion" else inputs[i], i % 3) for i in range(8)]
-        module = ClassificationModule(net, 3, optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+    def sgd(params):
+        return torch.optim.SGD(params, lr=0.1)
+
+    for family in ("classifier", "fusion", "dual"):
+        net = safe_instantiate(_family(family, modality), where="model", trust=TRUST)
+        inputs = net.embed.example_input(8) if family == "classifier" else net.example_input(8)
+        if family == "dual":
+            rows = [{"a": inputs["a"][i], "b": inputs["b"][i], "match": i} for i in range(8)]
+            module = ContrastiveModule(net, optimizer=sgd)
+        else:
+            rows = [
+                ({k: v[i] for k, v in inputs.items()} if family == "fusion" else inputs[i], i % 3) for i in range(8)
+            ]
+            module = ClassificationModule(net, 3, optimizer=sgd)
         trainer = pl.Trainer(
             max_steps=3,
             logger=False,
@@ -204,7 +225,7 @@ def test_outside_modalities_train_as_classifier_and_fusion_member(modality: str,
         )
         before = [p.detach().clone() for p in net.parameters()]
         trainer.fit(module, DataLoader(rows, batch_size=4))
-        assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+        assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters())), family
 
 
 def test_a_missing_part_stops_with_one_line_naming_the_modality(outside: Path) -> None:
