@@ -45,6 +45,8 @@ TASK_FAMILY = {
     "translation_demo": "translation",
     "speech_demo": "speech",
     "clap_demo": "clap",
+    "caption_demo": "caption",
+    "fusion_demo": "fusion",
 }
 # `ckpt_path=...`: the family each command needs.
 PROG_FAMILY = {
@@ -69,6 +71,8 @@ ELSEWHERE = {
     r"logger=wandb": "W&B keeps a run open per process (tests/cli/test_cli_training_options.py runs it)",
     r"hydra\.searchpath": "a package outside mmattn (tests/examples/test_timeseries_example.py runs these)",
     r"outputs/timeseries_demo": "a package outside mmattn (tests/examples/test_timeseries_example.py runs these)",
+    r"data\.only=": "starts from the vision and audio demos' runs (tests/models/test_fusion.py builds such members, "
+    "tests/cli/test_cli_multimodal.py evaluates with one input absent)",
 }
 
 
