@@ -90,9 +90,16 @@ def _classifier_parts(module: Any) -> dict[str, tuple[nn.Module, Callable[[int, 
     net = module.net
     example = getattr(net, "example_input", None)
     try:
-        shape = tuple(example(2).shape)  # type: ignore[misc]
+        x = example(2)  # type: ignore[misc]
     except (TypeError, ValueError) as e:
         raise ExportError(f"cannot make an input for {type(net).__name__} to export it: {e}") from None
+    if not torch.is_tensor(x):
+        # Several inputs (a fusion model) have no single-tensor recipe yet; torch.onnx.export takes the net itself.
+        raise ExportError(
+            f"{type(net).__name__} takes {type(x).__name__} inputs, not one tensor: export its net with "
+            "torch.onnx.export"
+        )
+    shape = tuple(x.shape)
     names = {"inputs": ["inputs"], "outputs": ["logits"], "dynamic": {"inputs": {0: "batch"}}}
     return {"model": (net, lambda b, n: (example(b),), names | {"shape": list(shape)})}
 

@@ -64,3 +64,9 @@ def test_fusion_demo_trains_evaluates_and_draws_both_inputs(trained_run, compose
         compose_cfg("eval", [f"ckpt_path={ckpt}", "+data.only=audio", f"paths.output_dir={tmp_path / 'eval'}"])
     )
     assert 0.0 <= only["test/acc"] <= 1.0
+
+    import mmattn
+    from mmattn.export import ExportError, export_module
+
+    with pytest.raises(ExportError, match=r"FusionEncoder takes dict inputs, not one tensor"):
+        export_module(mmattn.load(ckpt), tmp_path / "exported")
