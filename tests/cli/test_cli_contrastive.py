@@ -151,3 +151,29 @@ def test_ddp_evaluation_gathers_the_global_batch(run_cli, trained_run, compose_c
     ddp = json.loads(metrics_file.read_text())
     for key in ("test/loss", "test/mean_r1", *_recall_keys("test")):
         assert ddp[key] == pytest.approx(single[key], abs=1e-5), key
+
+
+@pytest.mark.slow
+def test_clip_demo_scores_zero_shot_and_retrieves_image_files(trained_run, compose_cfg, data_dir, tmp_path) -> None:
+    run = trained_run("clip")  # mmattn-train experiment=clip_demo, tiny
+    metrics = json.loads((run / "metrics.json").read_text())
+    pairs = (("image", "text"), ("text", "image"))
+    recalls = {f"{s}/{a}_to_{b}_r{k}" for s in ("val", "test") for a, b in pairs for k in (1, 5, 10)}
+    assert recalls | {"val/zero_shot_acc", "test/zero_shot_acc", "test/mean_r1"} <= set(metrics)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    model = mmattn.load(ckpt)
+    records = [json.loads(line) for line in (data_dir / "scenes" / "test" / "captions.jsonl").read_text().splitlines()]
+    images = [str(data_dir / "scenes" / "test" / r["file"]) for r in records[:3]]
+    texts = [r["captions"][0] for r in records[:3]]
+    # Image files are read by the recorded data config (the evaluation transform): the same as a batch of them.
+    files = model.embed("image", images)
+    assert torch.allclose(files, model.embed("image", model.read_files(images)), atol=1e-5)
+    hits = model.retrieve(texts, images, query_tower="text", candidate_tower="image", top_k=2)
+    assert [len(row) for row in hits] == [2, 2, 2] and all(row[0]["item"] in images for row in hits)
+
+    from mmattn.cli.viz import visualize
+
+    pics = visualize(
+        compose_cfg("viz", ["what=attention", f"ckpt_path={ckpt}", "num_samples=3", f"out_dir={tmp_path / 'pics'}"])
+    )
+    assert [p.name for p in pics] == ["similarity.png", "pairs.png"] and all(is_picture(p) for p in pics)

@@ -45,6 +45,7 @@ TASK_FAMILY = {
     "translation_demo": "translation",
     "speech_demo": "speech",
     "clap_demo": "clap",
+    "clip_demo": "clip",
     "caption_demo": "caption",
     "fusion_demo": "fusion",
 }

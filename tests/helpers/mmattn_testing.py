@@ -127,6 +127,24 @@ TINY_CAPTION = [
     "module.decoding.max_len_b=6",
 ]
 
+# The dual encoder on the scenes (the same sizes as TINY_CAPTION: the data is written once per session).
+TINY_CLIP = [
+    "experiment=clip_demo",
+    "data.num_train=48",
+    "data.num_val=16",
+    "data.num_test=16",
+    "data.batch_size=16",
+    "model.embed_dim=16",
+    "model.towers.image.dim=32",
+    "model.towers.image.depth=1",
+    "model.towers.image.num_heads=2",
+    "model.towers.text.dim=32",
+    "model.towers.text.depth=1",
+    "model.towers.text.num_heads=2",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+]
+
 TINY_FUSION = [
     "experiment=fusion_demo",
     "model=fusion_demo",  # members from scratch: no vision or audio demo run needed
@@ -158,6 +176,7 @@ FAMILIES = {
     "caption": TINY_CAPTION,
     "fusion": TINY_FUSION,
     "clap": TINY_CLAP,
+    "clip": TINY_CLIP,
 }
 
 
