@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from mmattn.nn import Decoder, DecoderCache, check_heads
 
-from .encoder_decoder import _ACTIVATIONS, TokenEmbedding
+from .encoder_decoder import _ACTIVATIONS, TokenEmbedding, _example_ids
 
 __all__ = ["DecoderOnly"]
 
@@ -133,6 +133,10 @@ class DecoderOnly(nn.Module):
         from ._hf_gpt2 import gpt2_from_hf
 
         return gpt2_from_hf(cls, model)
+
+    def example_input(self, batch_size: int, length: int = 8) -> Tensor:
+        """Random token ids [batch_size, length] (no padding id among them), for tests and tracing."""
+        return _example_ids(batch_size, min(length, self.context_length), self.vocab_size, self.pad_id)
 
     def forward(self, ids: Tensor, *, cache: DecoderCache | None = None) -> Tensor:
         """Logits [B, T, V] for ids [B, T] (all positions, or the new ones after those in `cache`).

@@ -283,6 +283,13 @@ class EncoderDecoder(nn.Module):
         h = self.decoder(y, memory, memory_key_padding_mask=memory_padding_mask, cache=cache)
         return self.output(h)
 
+    def example_input(self, batch_size: int, length: int = 8) -> tuple[Any, Tensor]:
+        """Random `(src, tgt_in)` arguments of `forward` (source from its embedding, or ids), for tests and tracing."""
+        tgt = _example_ids(batch_size, length, self.tgt_vocab_size, self.pad_id)
+        if self.source is not None:
+            return self.source.example_input(batch_size), tgt
+        return _example_ids(batch_size, length, self.src_vocab_size, self.pad_id), tgt
+
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher-forced logits [B, T, V] for source ids [B, S] and target inputs [B, T] (bos + target[:-1])."""
         memory, mask = self.encode(src)
@@ -312,3 +319,11 @@ class EncoderDecoder(nn.Module):
         if self.src_embed is not None:
             names.add("src_embed.embed.weight")
         return names
+
+
+def _example_ids(batch_size: int, length: int, vocab_size: int, pad_id: int | None) -> Tensor:
+    """Random token ids [batch_size, length] with no padding id among them."""
+    ids = torch.randint(0, vocab_size, (batch_size, length))
+    if pad_id is not None and vocab_size > 1:
+        ids[ids == pad_id] = (pad_id + 1) % vocab_size
+    return ids
