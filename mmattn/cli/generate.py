@@ -50,7 +50,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console script `mmattn-generate` (also `python -m mmattn.generate`)."""
+    """Console script `mmattn-generate` (also `python -m mmattn.cli.generate`)."""
     run_cli(_main)
 
 

@@ -74,7 +74,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console script `mmattn-transcribe` (also `python -m mmattn.transcribe`)."""
+    """Console script `mmattn-transcribe` (also `python -m mmattn.cli.transcribe`)."""
     hydra_args, files = split_argv(sys.argv[1:])
     _POSITIONAL[:] = files
     sys.argv = [sys.argv[0], *hydra_args]

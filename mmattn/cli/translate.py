@@ -55,7 +55,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console script `mmattn-translate` (also `python -m mmattn.translate`)."""
+    """Console script `mmattn-translate` (also `python -m mmattn.cli.translate`)."""
     run_cli(_main)
 
 
