@@ -38,13 +38,13 @@ def test_a_classifier_from_a_checkpoint_classifies_files_and_tensors(trained_run
     model = mmattn.load(ckpt)
     assert isinstance(model, ClassificationModule) and not model.training
     files = sorted((data_dir / "shapes" / "val").rglob("*.png"))[:3]
-    out = model.classify(files, top_k=3)
+    out = mmattn.classify(model, files, top_k=3)
     assert len(out) == 3 and all(len(row["labels"]) == 3 for row in out)
     assert all(row["probs"] == sorted(row["probs"], reverse=True) and sum(row["probs"]) <= 1 + 1e-6 for row in out)
     assert all(label in model.classes for row in out for label in row["labels"])
     assert model.classes == sorted(p.name for p in (data_dir / "shapes" / "val").iterdir())
     # The same through a batch the network takes, read by the recorded data config.
-    assert model.classify(model.read_files(files), top_k=3) == out
+    assert mmattn.classify(model, model.read_files(files), top_k=3) == out
     again = ClassificationModule.load_from_checkpoint(ckpt)  # no net=..., no other argument
     assert _same_weights(again, model) and again.classes == model.classes
 
@@ -74,9 +74,9 @@ def test_save_pretrained_round_trips_every_family(trained_run, saved, data_dir: 
     asr, asr_saved = mmattn.load(trained_run("speech") / "checkpoints" / "last.ckpt"), mmattn.load(saved("speech"))
     assert asr_saved.transcribe(clips) == asr.transcribe(clips)
     audio_clips = sorted((data_dir / "dtmf").rglob("*.wav"))[:2]
-    assert mmattn.load(saved("audio")).classify(audio_clips) == mmattn.load(
-        trained_run("audio") / "checkpoints" / "last.ckpt"
-    ).classify(audio_clips)
+    assert mmattn.classify(saved("audio"), audio_clips) == mmattn.classify(
+        mmattn.load(trained_run("audio") / "checkpoints" / "last.ckpt"), audio_clips
+    )
 
 
 def test_the_commands_take_a_saved_folder(saved, tmp_path: Path, compose_cfg) -> None:
@@ -124,7 +124,7 @@ def test_wrong_kinds_and_broken_folders_say_what_is_wrong(trained_run, saved, tm
     with pytest.raises(ValueError, match=r"does not record its network's config"):
         bare.save_pretrained(tmp_path / "bare")
     with pytest.raises(ValueError, match=r"records no data config, so it cannot read files"):
-        bare.classify([tmp_path / "x.png"])
+        mmattn.classify(bare, [tmp_path / "x.png"])
 
 
 def test_a_module_built_from_a_net_config_saves_and_loads(tmp_path: Path) -> None:
@@ -133,4 +133,4 @@ def test_a_module_built_from_a_net_config_saves_and_loads(tmp_path: Path) -> Non
     module.save_pretrained(tmp_path / "m")
     loaded = ClassificationModule.from_pretrained(tmp_path / "m")
     x = torch.randn(2, 3, 8, 8)
-    assert torch.equal(loaded(x), module.eval()(x)) and loaded.classify(x, top_k=1)[0]["labels"][0] in "abc"
+    assert torch.equal(loaded(x), module.eval()(x)) and mmattn.classify(loaded, x, top_k=1)[0]["labels"][0] in "abc"

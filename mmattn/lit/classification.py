@@ -30,6 +30,17 @@ def _read_one(reader: Any, path: str) -> torch.Tensor:
         return reader.load_inputs([path])[0]
 
 
+def top_classes(logits: torch.Tensor, k: int, classes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """`{"labels", "probs", "ids"}` of the k most likely classes of each row of logits [B, C], most likely first
+    (labels are the class names, or the ids as strings without them)."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    values, ids = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    return [
+        {"labels": [classes[i] if classes else str(i) for i in row_i], "probs": row_p, "ids": row_i}
+        for row_p, row_i in zip(values.tolist(), ids.tolist())
+    ]
+
+
 def _accuracy_names(top_k: Sequence[int], num_classes: int) -> dict[str, int]:
     """`{metric name: k}` of the top-k accuracies reported on val/test: acc (k=1), acc_top{k} for k < num_classes."""
     names = {("acc" if k == 1 else f"acc_top{k}"): k for k in sorted({int(k) for k in top_k})}
@@ -53,8 +64,9 @@ class ClassificationModule(MMattnModule):
             `timm.data.Mixup`; the loss then uses soft targets and `train/acc` is not logged.
         compile: `torch.compile` the network in place (parameter names and checkpoints stay the same).
         top_k: Accuracies to report on validation and test; k=1 is `acc`, others `acc_top{k}` (only if k < classes).
-        data: The data config (see `MMattnModule`); `classify` reads files with it.
-        classes: Class names in label order (taken from the datamodule when training; `classify` reports them).
+        data: The data config (see `MMattnModule`); `mmattn.classify` reads files with it.
+        classes: Class names in label order (taken from the datamodule when training; `mmattn.classify` reports
+            them).
 
     Raises:
         ValueError: Inconsistent class counts or out-of-range options.
@@ -207,49 +219,6 @@ class ClassificationModule(MMattnModule):
         """Log `test/loss`, `test/acc` and `test/acc_top{k}`."""
         return self._eval_step(batch, self.test_metrics, "test")
 
-    # ------------------------------------------------------------------------------------------------ inference
-
-    @torch.no_grad()
-    def classify(
-        self, inputs: torch.Tensor | Sequence[str | Path], *, top_k: int = 5, batch_size: int = 64
-    ) -> list[dict[str, Any]]:
-        """The `top_k` classes of each input with their probabilities, most likely first.
-
-        Args:
-            inputs: A batch the network takes (e.g. images [B, 3, H, W]), or files, read as the evaluation data is
-                (the eval transform, the audio features) through the recorded data config.
-            top_k: Classes per input (at most `num_classes`).
-            batch_size: Files read and classified at a time.
-
-        Returns:
-            One `{"labels": [...], "probs": [...], "ids": [...]}` per input, in input order (labels are the class
-            names, or the ids as strings when none were recorded).
-
-        Raises:
-            ValueError: Files without a recorded data config, or a `top_k` below 1.
-        """
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        was_training = self.training
-        self.eval()
-        if isinstance(inputs, torch.Tensor):
-            batches = [inputs]
-        else:
-            paths = [str(p) for p in inputs]
-            batches = [self.read_files(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
-        out = [record for batch in batches for record in self._top_k(self(batch.to(self.device)), top_k)]
-        self.train(was_training)
-        return out
-
-    def _top_k(self, logits: torch.Tensor, k: int) -> list[dict[str, Any]]:
-        """`{"labels", "probs", "ids"}` of the k most likely classes of each row of logits."""
-        probs = torch.softmax(logits.float(), dim=-1)
-        values, ids = probs.topk(min(k, self.num_classes), dim=-1)
-        return [
-            {"labels": [self.classes[i] if self.classes else str(i) for i in row_i], "probs": row_p, "ids": row_i}
-            for row_p, row_i in zip(values.tolist(), ids.tolist())
-        ]
-
     def batch_size(self, batch: Batch) -> int:
         """The number of labels of an `(inputs, labels)` batch."""
         return int(batch[1].shape[0])
@@ -304,4 +273,4 @@ class ClassificationModule(MMattnModule):
         """The top-k classes and probabilities of each readable input of a `mmattn.data.predict` batch."""
         if batch["inputs"] is None:
             return []
-        return self._top_k(self(batch["inputs"]), getattr(self, "predict_top_k", 5))
+        return top_classes(self(batch["inputs"]), getattr(self, "predict_top_k", 5), self.classes)

@@ -56,7 +56,7 @@ def test_a_classifier_predicts_a_folder_in_order(compose_cfg, trained_run, tmp_p
     assert all(len(line["labels"]) == 2 and line["probs"][0] >= line["probs"][1] for line in good)
     import mmattn
 
-    expected = mmattn.load(ckpt).classify([p for i, p in enumerate(photos) if i != 3], top_k=2)
+    expected = mmattn.classify(ckpt, [p for i, p in enumerate(photos) if i != 3], top_k=2)
     assert [line["labels"] for line in good] == [row["labels"] for row in expected]
 
 

@@ -1,0 +1,98 @@
+"""Inference recipes: a trained model first, then what it reads; one function per use, for every family.
+
+    import mmattn
+
+    model = mmattn.load("outputs/vision_demo/runs/<run>/checkpoints/last.ckpt")
+    mmattn.classify(model, ["cat.png", "dog.jpg"], top_k=3)
+    mmattn.classify("outputs/vision_demo/runs/<run>/checkpoints/last.ckpt", ["cat.png"])  # loads it first
+
+`model` is a module from `mmattn.load`, or anything `mmattn.load` takes (a checkpoint file, a folder written by
+`save_pretrained`, a Hub repo id), loaded on the CPU with the default trust; call `mmattn.load` yourself for other
+options, and to load once for many calls. Each recipe checks the model's family first and names the one to use
+instead. The recipes run in eval mode without gradients and leave the module in the mode they found it in.
+
+The modules keep what training, validation and `mmattn-predict` need (decoding, sampling, readers); the recipes here
+put them together, so `mmattn.lit` never imports this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmattn.lit.classification import ClassificationModule, top_classes
+
+__all__ = ["classify"]
+
+# Each family as messages name it, and the recipes that take it.
+_FAMILIES: dict[type, tuple[str, str]] = {
+    ClassificationModule: ("a classifier", "mmattn.classify"),
+}
+
+
+def _family(model: Any, recipe: str, family: type) -> Any:
+    """`model`, loaded first when it is a path or repo id; one line naming the right recipe for another family."""
+    if isinstance(model, (str, Path)):
+        from mmattn.checkpoint import load
+
+        model = load(model)
+    if isinstance(model, family):
+        return model
+    wanted = f"{_FAMILIES[family][0]} ({family.__name__})"
+    other = next((use for kind, (_, use) in _FAMILIES.items() if isinstance(model, kind)), None)
+    instead = f"use {other}" if other else "give a module from mmattn.load, a checkpoint file or a saved folder"
+    raise ValueError(f"{recipe} needs {wanted}; got a {type(model).__name__}: {instead}")
+
+
+def _listed(items: Any, recipe: str, what: str) -> list[Any]:
+    """`items` as a list; one line for a single string, which would otherwise be taken a character at a time."""
+    if isinstance(items, (str, Path)):
+        raise ValueError(f"{recipe} takes a list of {what}; got the single string {str(items)!r}: wrap it in a list")
+    return list(items)
+
+
+@contextmanager
+def _evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode without gradients, then the module's own mode again (a recipe may run in the middle of training)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def classify(
+    model: Any, inputs: torch.Tensor | Sequence[str | Path], *, top_k: int = 5, batch_size: int = 64
+) -> list[dict[str, Any]]:
+    """The `top_k` classes of each input with their probabilities, most likely first.
+
+    Args:
+        model: A classifier (`ClassificationModule`), or a path `mmattn.load` takes.
+        inputs: A batch the network takes (e.g. images [B, 3, H, W]), or files, read as the evaluation data is
+            (the eval transform, the audio features) through the recorded data config.
+        top_k: Classes per input (at most the number of classes).
+        batch_size: Files read and classified at a time.
+
+    Returns:
+        One `{"labels": [...], "probs": [...], "ids": [...]}` per input, in input order (labels are the class
+        names, or the ids as strings when none were recorded).
+
+    Raises:
+        ValueError: Another family of model, files without a recorded data config, or a `top_k` below 1.
+    """
+    model = _family(model, "classify", ClassificationModule)
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if isinstance(inputs, torch.Tensor):
+        batches: Iterator[torch.Tensor] = iter([inputs])
+    else:
+        paths = [str(p) for p in _listed(inputs, "classify", "files")]
+        batches = (model.read_files(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size))
+    with _evaluating(model):
+        return [row for batch in batches for row in top_classes(model(batch.to(model.device)), top_k, model.classes)]
