@@ -17,20 +17,23 @@ put them together, so `mmattn.lit` never imports this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from mmattn.lit.classification import ClassificationModule, top_classes
+from mmattn.lit.seq2seq import Seq2SeqModule, pad_ids
 
-__all__ = ["classify"]
+__all__ = ["classify", "transcribe", "translate"]
 
 # Each family as messages name it, and the recipes that take it.
 _FAMILIES: dict[type, tuple[str, str]] = {
     ClassificationModule: ("a classifier", "mmattn.classify"),
+    Seq2SeqModule: ("a sequence-to-sequence model", "mmattn.translate (text) or mmattn.transcribe (files)"),
 }
 
 
@@ -96,3 +99,58 @@ def classify(
         batches = (model.read_files(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size))
     with _evaluating(model):
         return [row for batch in batches for row in top_classes(model(batch.to(model.device)), top_k, model.classes)]
+
+
+def translate(model: Any, lines: Sequence[str], *, batch_size: int = 64) -> list[str]:
+    """Translations of plain-text lines with the model's decoding; one output line per input line, in order.
+
+    Args:
+        model: A sequence-to-sequence model whose source is text (`Seq2SeqModule`), or a path `mmattn.load` takes.
+        lines: Source texts, one sentence each.
+        batch_size: Lines decoded at a time.
+
+    Raises:
+        ValueError: Another family of model, a source that is not text (use `transcribe`), or no tokenizer.
+    """
+    model = _family(model, "translate", Seq2SeqModule)
+    model.require_text_source()
+    tokenizer = model.require_tokenizer()
+
+    def encode(chunk: list[str]) -> torch.Tensor:
+        return pad_ids([torch.tensor(ids) for ids in tokenizer.encode_src_batch(chunk)], tokenizer.pad_id)
+
+    return _decode(model, _listed(lines, "translate", "lines"), encode, batch_size)
+
+
+def transcribe(model: Any, paths: Sequence[str | Path], *, batch_size: int = 16) -> list[str]:
+    """The model's text for each file (speech to its transcript, an image to its caption), in order.
+
+    Files are read by the source's own reader (the modality contract: audio at the front end's rate), else by the
+    recorded data config (images through the evaluation transform), so nothing here names a modality.
+
+    Args:
+        model: A sequence-to-sequence model whose source reads files (`Seq2SeqModule`), or a path `mmattn.load` takes.
+        paths: The files.
+        batch_size: Files read and decoded at a time.
+
+    Raises:
+        ValueError: Another family of model, a text source (use `translate`), or no tokenizer.
+    """
+    model = _family(model, "transcribe", Seq2SeqModule)
+    reader = model.source_reader()
+    model.require_tokenizer()
+
+    def read(chunk: list[str]) -> Any:
+        return reader.collate([reader.read_file(p) for p in chunk])
+
+    return _decode(model, [str(p) for p in _listed(paths, "transcribe", "files")], read, batch_size)
+
+
+def _decode(model: Seq2SeqModule, items: list[Any], to_batch: Callable[[list[Any]], Any], batch_size: int) -> list[str]:
+    """Texts the model decodes (its configured decoding) from `items`, `batch_size` at a time through `to_batch`."""
+    out: list[str] = []
+    with _evaluating(model):
+        for start in range(0, len(items), batch_size):
+            src = move_data_to_device(to_batch(items[start : start + batch_size]), model.device)
+            out += model.tokenizer.decode_tgt_batch(model.generate(src).tolist())
+    return out

@@ -69,10 +69,10 @@ def test_save_pretrained_round_trips_every_family(trained_run, saved, data_dir: 
         mmattn.load(trained_run("translation") / "checkpoints" / "last.ckpt"),
         mmattn.load(saved("translation")),
     )
-    assert mt_saved.translate(["jump twice", "walk left"]) == mt.translate(["jump twice", "walk left"])
+    assert mmattn.translate(mt_saved, ["jump twice", "walk left"]) == mmattn.translate(mt, ["jump twice", "walk left"])
     clips = sorted((data_dir / "spoken_digits" / "test").glob("*.flac"))[:2]
     asr, asr_saved = mmattn.load(trained_run("speech") / "checkpoints" / "last.ckpt"), mmattn.load(saved("speech"))
-    assert asr_saved.transcribe(clips) == asr.transcribe(clips)
+    assert mmattn.transcribe(asr_saved, clips) == mmattn.transcribe(asr, clips)
     audio_clips = sorted((data_dir / "dtmf").rglob("*.wav"))[:2]
     assert mmattn.classify(saved("audio"), audio_clips) == mmattn.classify(
         mmattn.load(trained_run("audio") / "checkpoints" / "last.ckpt"), audio_clips
@@ -99,7 +99,7 @@ def test_wrong_kinds_and_broken_folders_say_what_is_wrong(trained_run, saved, tm
     with pytest.raises(ValueError, match=r"holds a Seq2SeqModule, not a LanguageModelModule"):
         LanguageModelModule.load_from_checkpoint(trained_run("translation") / "checkpoints" / "last.ckpt")
     with pytest.raises(ValueError, match=r"source is speech \(SpeechFrontEnd\), not text.*transcribe"):
-        mmattn.load(saved("speech")).translate(["one two"])
+        mmattn.translate(saved("speech"), ["one two"])
     with pytest.raises(ValueError, match=r"holds no config.json, so it is no saved mmattn model"):
         mmattn.load(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"no checkpoint file, no saved model folder and no Hub repo id"):

@@ -44,6 +44,7 @@ def transcribe(cfg: DictConfig, files: list[str] | None = None) -> list[str]:
         ValueError: No file given, or the checkpoint's model does not read files.
         FileNotFoundError: A file does not exist (checked before anything is decoded).
     """
+    from mmattn import inference
     from mmattn.cli.eval import load_checkpoint_module
     from mmattn.lit import Seq2SeqModule
 
@@ -59,7 +60,7 @@ def transcribe(cfg: DictConfig, files: list[str] | None = None) -> list[str]:
     for key in DECODING_OVERRIDES:
         if cfg.get(key) is not None:
             module.decoding[key] = cfg[key]
-    out = module.to(cfg.device).transcribe(paths, batch_size=int(cfg.batch_size))
+    out = inference.transcribe(module.to(cfg.device), paths, batch_size=int(cfg.batch_size))
     lines = [f"{p}\t{text}" if cfg.with_paths else text for p, text in zip(paths, out)]
     sys.stdout.write("".join(line + "\n" for line in lines))
     sys.stdout.flush()

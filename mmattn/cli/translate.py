@@ -22,6 +22,7 @@ def translate(cfg: DictConfig) -> list[str]:
     Returns:
         The translations, in input order.
     """
+    from mmattn import inference
     from mmattn.cli.eval import load_checkpoint_module
     from mmattn.lit import Seq2SeqModule
 
@@ -37,7 +38,7 @@ def translate(cfg: DictConfig) -> list[str]:
         if not path.is_file():
             raise FileNotFoundError(f"input file {path} does not exist; pass input=<file> or pipe lines to stdin")
         lines = path.read_text(encoding="utf-8").splitlines()
-    out = module.to(cfg.device).translate(lines, batch_size=int(cfg.batch_size)) if lines else []
+    out = inference.translate(module.to(cfg.device), lines, batch_size=int(cfg.batch_size))
     text = "".join(line + "\n" for line in out)
     if cfg.output is None:
         sys.stdout.write(text)

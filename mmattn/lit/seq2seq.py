@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +23,7 @@ from mmattn.lit.tokenizer_state import TOKENIZER_KEY, CarriesTokenizer, adopt_to
 from mmattn.modality import FileReader, modality_name
 from mmattn.models.decoding import beam_search, ctc_greedy_decode, greedy_decode
 
-__all__ = ["Seq2SeqModule", "TOKENIZER_KEY", "tokenizer_from_checkpoint"]
+__all__ = ["Seq2SeqModule", "TOKENIZER_KEY", "pad_ids", "tokenizer_from_checkpoint"]
 
 DECODING_KEYS = ("method", "beam_size", "length_penalty", "max_len_a", "max_len_b", "hard_max")
 DECODING_METHODS = ("attention", "ctc")
@@ -51,8 +50,8 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
     and their lengths), `tgt` (target ids [B, T], EOS-terminated, padded), and for evaluation `ref` (the reference
     texts). The decoder input is BOS + `tgt[:, :-1]` (teacher forcing).
     The tokenizer comes from the datamodule (`datamodule.tokenizer`) or the checkpoint; it needs `pad_id`, `bos_id`,
-    `eos_id`, `decode_tgt_batch(ids)`, `to_dict()`, a `from_dict` classmethod and, for `translate`,
-    `encode_src_batch(texts)`.
+    `eos_id`, `decode_tgt_batch(ids)`, `to_dict()`, a `from_dict` classmethod and, for text sources,
+    `encode_src_batch(texts)`. `mmattn.translate` and `mmattn.transcribe` decode texts and files with it.
 
     Args:
         net: The network.
@@ -317,48 +316,6 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         """Log BLEU / chrF / exact match of the test set."""
         self._log_text_metrics(self.test_metrics)
 
-    # ------------------------------------------------------------------------------------------------ inference
-
-    @torch.no_grad()
-    def translate(self, lines: Sequence[str], *, batch_size: int = 64) -> list[str]:
-        """Translate plain-text lines with the configured decoding; one output line per input line, in order."""
-        if self.tokenizer is None:
-            raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
-        self.require_text_source()
-        was_training = self.training
-        self.eval()
-        out: list[str] = []
-        pad = self.tokenizer.pad_id
-        for start in range(0, len(lines), batch_size):
-            encoded = self.tokenizer.encode_src_batch(list(lines[start : start + batch_size]))
-            src = _pad_ids([torch.tensor(ids) for ids in encoded], pad)
-            out += self.tokenizer.decode_tgt_batch(self.generate(src.to(self.device)).tolist())
-        self.train(was_training)
-        return out
-
-    @torch.no_grad()
-    def transcribe(self, paths: Sequence[str | Path], *, batch_size: int = 16) -> list[str]:
-        """Decode files (audio, images) read by the source's file reader; one output text per file, in order.
-
-        The reader comes from the source's input embedding (the modality contract: `reader()`), so the module needs
-        nothing modality-specific.
-
-        Raises:
-            ValueError: The source has no file reader (text models), or there is no tokenizer.
-        """
-        reader = self._file_reader()
-        if self.tokenizer is None:
-            raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
-        was_training = self.training
-        self.eval()
-        out: list[str] = []
-        for start in range(0, len(paths), batch_size):
-            src = reader.collate([reader.read_file(p) for p in paths[start : start + batch_size]])
-            src = move_data_to_device(src, self.device)
-            out += self.tokenizer.decode_tgt_batch(self.generate(src).tolist())
-        self.train(was_training)
-        return out
-
     # ----------------------------------------------------------------------------------------------- pictures
 
     def batch_size(self, batch: Mapping[str, Any]) -> int:
@@ -384,7 +341,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         """Cross-attention of the decoder while it writes its own output for files read by the source's reader."""
         from mmattn.viz.attention import seq2seq_figures
 
-        reader = self._file_reader()
+        reader = self.source_reader()
         self.eval()
         src = move_data_to_device(reader.collate([reader.read_file(p) for p in paths]), self.device)
         return seq2seq_figures(self.net, src, self.generate(src), len(paths), self.tokenizer)
@@ -393,15 +350,14 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
 
     def predict_inputs(self) -> PredictInputs:
         """Files read by the source's file reader (speech, images), or lines of source text (translation)."""
-        if self.tokenizer is None:
-            raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
+        tokenizer = self.require_tokenizer()
         if getattr(self.net, "source", None) is not None:
-            reader = self._file_reader()
+            reader = self.source_reader()
             return PredictInputs("files", reader.read_file, reader.collate, reader.extensions, reader.manifest_keys)
-        encode = functools.partial(_encode_source, self.tokenizer)
-        return PredictInputs("text", encode, functools.partial(_pad_ids, pad_id=self.tokenizer.pad_id))
+        encode = functools.partial(_encode_source, tokenizer)
+        return PredictInputs("text", encode, functools.partial(pad_ids, pad_id=tokenizer.pad_id))
 
-    def _file_reader(self) -> FileReader:
+    def source_reader(self) -> FileReader:
         """The file reader of the net's source: its embedding's own (speech reads audio at its rate), else the recorded
         data config's (`load_inputs`: images through the evaluation transform).
 
@@ -411,12 +367,12 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         source = getattr(self.net, "source", None)
         if source is None:
             raise ValueError(
-                "this model's source is text, which is not read from files; use mmattn-translate or translate()"
+                "this model's source is text, which is not read from files; use mmattn-translate or mmattn.translate"
             )
         return self.input_reader(source, "this model's source")
 
     def require_text_source(self) -> None:
-        """Raise one line unless the source is text token ids (what `translate` and mmattn-translate take)."""
+        """Raise one line unless the source is text token ids (what `mmattn.translate` and mmattn-translate take)."""
         source = getattr(self.net, "source", None)
         if source is not None:
             raise ValueError(
@@ -450,5 +406,6 @@ def _encode_source(tokenizer: Any, text: str) -> Tensor:
     return torch.tensor(tokenizer.encode_src_batch([text])[0])
 
 
-def _pad_ids(rows: Sequence[Tensor], pad_id: int) -> Tensor:
+def pad_ids(rows: Sequence[Tensor], pad_id: int) -> Tensor:
+    """Id rows of different lengths as one batch [B, max length], padded on the right with `pad_id`."""
     return pad_sequence(list(rows), batch_first=True, padding_value=pad_id)

@@ -132,3 +132,9 @@ class CarriesTokenizer:
             self.tokenizer = None
             return
         self.tokenizer = tokenizer_from_checkpoint(checkpoint)
+
+    def require_tokenizer(self) -> Any:
+        """The tokenizer, or one line saying where one comes from: what inference with texts needs first."""
+        if self.tokenizer is None:
+            raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
+        return self.tokenizer

@@ -68,7 +68,7 @@ def test_text_models_predict_lines_and_manifests(compose_cfg, trained_run, tmp_p
     lines = _lines(predict(_config(compose_cfg, tmp_path, f"ckpt_path={ckpt}", inputs, "+options.beam_size=1")))
     import mmattn
 
-    expected = mmattn.load(ckpt).translate(["jump twice", "walk left", "run"])
+    expected = mmattn.translate(ckpt, ["jump twice", "walk left", "run"])
     assert lines == [{"input": s, "output": o} for s, o in zip(["jump twice", "walk left", "run"], expected)]
 
     lm = trained_run("lm") / "checkpoints" / "last.ckpt"
