@@ -26,14 +26,16 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from mmattn.lit.classification import ClassificationModule, top_classes
+from mmattn.lit.language_model import LanguageModelModule, sample_texts
 from mmattn.lit.seq2seq import Seq2SeqModule, pad_ids
 
-__all__ = ["classify", "transcribe", "translate"]
+__all__ = ["classify", "generate", "transcribe", "translate"]
 
 # Each family as messages name it, and the recipes that take it.
 _FAMILIES: dict[type, tuple[str, str]] = {
     ClassificationModule: ("a classifier", "mmattn.classify"),
     Seq2SeqModule: ("a sequence-to-sequence model", "mmattn.translate (text) or mmattn.transcribe (files)"),
+    LanguageModelModule: ("a language model", "mmattn.generate"),
 }
 
 
@@ -101,6 +103,16 @@ def classify(
         return [row for batch in batches for row in top_classes(model(batch.to(model.device)), top_k, model.classes)]
 
 
+def _decode(model: Seq2SeqModule, items: list[Any], to_batch: Callable[[list[Any]], Any], batch_size: int) -> list[str]:
+    """Texts the model decodes (its configured decoding) from `items`, `batch_size` at a time through `to_batch`."""
+    out: list[str] = []
+    with _evaluating(model):
+        for start in range(0, len(items), batch_size):
+            src = move_data_to_device(to_batch(items[start : start + batch_size]), model.device)
+            out += model.tokenizer.decode_tgt_batch(model.generate(src).tolist())
+    return out
+
+
 def translate(model: Any, lines: Sequence[str], *, batch_size: int = 64) -> list[str]:
     """Translations of plain-text lines with the model's decoding; one output line per input line, in order.
 
@@ -146,11 +158,32 @@ def transcribe(model: Any, paths: Sequence[str | Path], *, batch_size: int = 16)
     return _decode(model, [str(p) for p in _listed(paths, "transcribe", "files")], read, batch_size)
 
 
-def _decode(model: Seq2SeqModule, items: list[Any], to_batch: Callable[[list[Any]], Any], batch_size: int) -> list[str]:
-    """Texts the model decodes (its configured decoding) from `items`, `batch_size` at a time through `to_batch`."""
-    out: list[str] = []
-    with _evaluating(model):
-        for start in range(0, len(items), batch_size):
-            src = move_data_to_device(to_batch(items[start : start + batch_size]), model.device)
-            out += model.tokenizer.decode_tgt_batch(model.generate(src).tolist())
-    return out
+def generate(
+    model: Any,
+    prompts: Sequence[str],
+    *,
+    num_samples: int = 1,
+    seed: int | None = None,
+    use_cache: bool = True,
+    **overrides: Any,
+) -> list[list[str]]:
+    """`num_samples` continuations of each prompt (text after bos; "" samples from scratch), as full texts.
+
+    Args:
+        model: A language model (`LanguageModelModule`), or a path `mmattn.load` takes.
+        prompts: Prompt texts.
+        num_samples: Samples per prompt.
+        seed: Seed of the draws (the same seed gives the same samples); None draws from a fresh random seed.
+        use_cache: Sample on the KV cache (False recomputes every prefix; same tokens, slower).
+        **overrides: Any of temperature, top_k, top_p, max_new_tokens over the model's `sampling` defaults.
+
+    Returns:
+        Per prompt, its samples.
+
+    Raises:
+        ValueError: Another family of model, no tokenizer, unknown overrides or out-of-range values.
+    """
+    model = _family(model, "generate", LanguageModelModule)
+    prompts = _listed(prompts, "generate", "prompts")
+    # The module samples the same way when it scores its samples in validation and in predict_step.
+    return sample_texts(model, prompts, num_samples=num_samples, seed=seed, use_cache=use_cache, **overrides)

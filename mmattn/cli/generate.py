@@ -24,13 +24,15 @@ def generate(cfg: DictConfig) -> list[str]:
     Raises:
         ValueError: The checkpoint does not hold a language model.
     """
+    from mmattn import inference
     from mmattn.cli.eval import load_checkpoint_module
     from mmattn.lit import LanguageModelModule
 
     hint = "; mmattn-generate needs a language-model run (e.g. experiment=lm_demo)"
     module, _ = load_checkpoint_module(cfg, (LanguageModelModule,), hint)
     overrides = {key: cfg.get(key) for key in SAMPLING_OVERRIDES if cfg.get(key) is not None}
-    samples = module.to(cfg.device).generate(
+    samples = inference.generate(
+        module.to(cfg.device),
         [str(cfg.prompt)],
         num_samples=int(cfg.num_samples),
         seed=cfg.seed,

@@ -24,7 +24,7 @@ from mmattn.lit.base import MMattnModule
 from mmattn.lit.tokenizer_state import CarriesTokenizer, adopt_tokenizer, vocab_size_problem
 from mmattn.models.sampling import sample_tokens
 
-__all__ = ["LanguageModelModule"]
+__all__ = ["LanguageModelModule", "sample_texts"]
 
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "max_new_tokens")
 SAMPLE_EVAL_KEYS = ("check", "name", "num_samples", "prompt", "seed", "show")
@@ -64,7 +64,7 @@ class LanguageModelModule(CarriesTokenizer, MMattnModule):
         optimizer: Partial optimizer taking parameter groups (e.g. AdamW with betas 0.9/0.95).
         scheduler: `mmattn.lit.optim.build_scheduler` options (e.g. name=cosine, warmup_steps=2000).
         weight_decay: Decay of the weight matrices (embeddings, biases and norms get none).
-        sampling: Defaults of `generate`: temperature (0 = greedy), top_k, top_p, max_new_tokens.
+        sampling: Defaults of `mmattn.generate`: temperature (0 = greedy), top_k, top_p, max_new_tokens.
         sample_eval: Score samples after each validation (and test): `check` (a callable text -> bool, or the
             dotted name of one),
             `name` (the metric is `val/<name>`), `num_samples`, `prompt` (text after bos; "" = unconditional),
@@ -201,9 +201,9 @@ class LanguageModelModule(CarriesTokenizer, MMattnModule):
         if self.sample_eval is None or self.trainer.sanity_checking:
             return
         options = self.sample_eval
-        texts = self.generate([options["prompt"]], num_samples=int(options["num_samples"]), seed=int(options["seed"]))[
-            0
-        ]
+        texts = sample_texts(
+            self, [options["prompt"]], num_samples=int(options["num_samples"]), seed=int(options["seed"])
+        )[0]
         passed = [bool(options["check"](text)) for text in texts]
         # Every rank draws the same samples from the same seed, so the value needs no reduction.
         self.log(f"{stage}/{options['name']}", sum(passed) / len(passed), prog_bar=stage == "val", sync_dist=False)
@@ -219,63 +219,6 @@ class LanguageModelModule(CarriesTokenizer, MMattnModule):
     def on_test_epoch_end(self) -> None:
         """Sample and score with `sample_eval` (when configured)."""
         self._score_samples("test")
-
-    # ------------------------------------------------------------------------------------------------ sampling
-
-    @torch.no_grad()
-    def generate(
-        self,
-        prompts: Sequence[str],
-        *,
-        num_samples: int = 1,
-        seed: int | None = None,
-        use_cache: bool = True,
-        **overrides: Any,
-    ) -> list[list[str]]:
-        """`num_samples` continuations of each prompt (text after bos; "" samples from scratch), as full texts.
-
-        Args:
-            prompts: Prompt texts.
-            num_samples: Samples per prompt.
-            seed: Seed of the draws (the same seed gives the same samples); None draws from a fresh random seed.
-            use_cache: Sample on the KV cache (False recomputes every prefix; same tokens, slower).
-            **overrides: Any of temperature, top_k, top_p, max_new_tokens over the module's `sampling` defaults.
-
-        Raises:
-            ValueError: No tokenizer, unknown overrides or out-of-range values.
-        """
-        if self.tokenizer is None:
-            raise ValueError("no tokenizer: load a checkpoint written by mmattn-train (it carries the tokenizer)")
-        unknown = sorted(set(overrides) - set(SAMPLING_KEYS))
-        if unknown:
-            raise ValueError(f"unknown sampling options {unknown}; allowed are {list(SAMPLING_KEYS)}")
-        options = {**self.sampling, **{k: v for k, v in overrides.items() if v is not None}}
-        self._check_sampling(options)
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(int(seed) if seed is not None else int(torch.seed()))
-        was_training = self.training
-        self.eval()
-        tok = self.tokenizer
-        out = []
-        for prompt in prompts:
-            ids = torch.tensor([tok.bos_id, *tok.encode(prompt)], device=self.device)
-            rows = sample_tokens(
-                self.net,
-                ids.expand(num_samples, -1),
-                max_new_tokens=int(options["max_new_tokens"]),
-                temperature=float(options["temperature"]),
-                top_k=None if options["top_k"] is None else int(options["top_k"]),
-                top_p=None if options["top_p"] is None else float(options["top_p"]),
-                eos_id=tok.eos_id,
-                pad_id=tok.pad_id,
-                generator=generator,
-                use_cache=use_cache,
-            )
-            out.append(tok.decode_batch(rows.tolist()))
-        self.train(was_training)
-        return out
 
     # ----------------------------------------------------------------------------------------------- prediction
 
@@ -304,5 +247,53 @@ class LanguageModelModule(CarriesTokenizer, MMattnModule):
         out = []
         for index, prompt in zip(batch["indices"], batch["inputs"] or []):
             draw = None if seed is None else int(seed) + int(index)
-            out.append({"samples": self.generate([prompt], seed=draw, **options)[0]})
+            out.append({"samples": sample_texts(self, [prompt], seed=draw, **options)[0]})
         return out
+
+
+@torch.no_grad()
+def sample_texts(
+    module: LanguageModelModule,
+    prompts: Sequence[str],
+    *,
+    num_samples: int = 1,
+    seed: int | None = None,
+    use_cache: bool = True,
+    **overrides: Any,
+) -> list[list[str]]:
+    """`num_samples` continuations of each prompt, as full texts: what `mmattn.generate` returns (see it for the
+    arguments), and what the module scores in validation and writes in `predict_step`.
+
+    Raises:
+        ValueError: No tokenizer, unknown overrides or out-of-range values.
+    """
+    tok = module.require_tokenizer()
+    unknown = sorted(set(overrides) - set(SAMPLING_KEYS))
+    if unknown:
+        raise ValueError(f"unknown sampling options {unknown}; allowed are {list(SAMPLING_KEYS)}")
+    options = {**module.sampling, **{k: v for k, v in overrides.items() if v is not None}}
+    module._check_sampling(options)
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    generator = torch.Generator(device=module.device)
+    generator.manual_seed(int(seed) if seed is not None else int(torch.seed()))
+    was_training = module.training
+    module.eval()
+    out = []
+    for prompt in prompts:
+        ids = torch.tensor([tok.bos_id, *tok.encode(prompt)], device=module.device)
+        rows = sample_tokens(
+            module.net,
+            ids.expand(num_samples, -1),
+            max_new_tokens=int(options["max_new_tokens"]),
+            temperature=float(options["temperature"]),
+            top_k=None if options["top_k"] is None else int(options["top_k"]),
+            top_p=None if options["top_p"] is None else float(options["top_p"]),
+            eos_id=tok.eos_id,
+            pad_id=tok.pad_id,
+            generator=generator,
+            use_cache=use_cache,
+        )
+        out.append(tok.decode_batch(rows.tolist()))
+    module.train(was_training)
+    return out

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mmattn.lit import LanguageModelModule
+from mmattn.lit.language_model import sample_texts
 from mmattn.models import DecoderOnly
 from mmattn.tasks.text import TextFolderDataModule
 
@@ -59,14 +60,14 @@ def test_fit_logs_perplexity_and_scored_samples_and_checkpoints_carry_the_tokeni
         weights_only=True,
     )
     assert loaded.tokenizer == dm.tokenizer
-    a = loaded.generate(["walk"], num_samples=3, seed=5)
+    a = sample_texts(loaded, ["walk"], num_samples=3, seed=5)
     assert (
         a
-        == module.generate(["walk"], num_samples=3, seed=5)
-        == loaded.generate(["walk"], num_samples=3, seed=5, use_cache=False)
+        == sample_texts(module, ["walk"], num_samples=3, seed=5)
+        == sample_texts(loaded, ["walk"], num_samples=3, seed=5, use_cache=False)
     )
     assert all(text.startswith("walk") for text in a[0]) and len(a[0]) == 3
-    greedy = loaded.generate(["walk", "jump"], temperature=0.0, max_new_tokens=4)
+    greedy = sample_texts(loaded, ["walk", "jump"], temperature=0.0, max_new_tokens=4)
     assert [len(g) for g in greedy] == [1, 1]
 
 
@@ -81,4 +82,4 @@ def test_options_are_checked_with_their_names() -> None:
     with pytest.raises(ValueError, match="sample_eval.check must be a callable"):
         LanguageModelModule(net, sample_eval={"check": 3})
     with pytest.raises(ValueError, match="no tokenizer"):
-        LanguageModelModule(net).generate(["x"])
+        sample_texts(LanguageModelModule(net), ["x"])
