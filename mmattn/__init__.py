@@ -7,7 +7,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 # The inference recipes of `mmattn.inference`, model first: `mmattn.classify(model, files)`.
-_RECIPES = ("classify", "translate", "transcribe", "generate")
+_RECIPES = ("classify", "translate", "transcribe", "generate", "embed", "retrieve")
 __all__ = ["__version__", "load", *_RECIPES]
 
 

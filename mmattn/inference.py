@@ -25,25 +25,28 @@ from typing import Any
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
+from mmattn.checkpoint import load
 from mmattn.lit.classification import ClassificationModule, top_classes
+from mmattn.lit.contrastive import ContrastiveModule
+from mmattn.lit.contrastive_inputs import tower_reader
 from mmattn.lit.language_model import LanguageModelModule, sample_texts
+from mmattn.lit.retrieval import top_k as nearest
 from mmattn.lit.seq2seq import Seq2SeqModule, pad_ids
 
-__all__ = ["classify", "generate", "transcribe", "translate"]
+__all__ = ["classify", "embed", "generate", "retrieve", "transcribe", "translate"]
 
 # Each family as messages name it, and the recipes that take it.
 _FAMILIES: dict[type, tuple[str, str]] = {
     ClassificationModule: ("a classifier", "mmattn.classify"),
     Seq2SeqModule: ("a sequence-to-sequence model", "mmattn.translate (text) or mmattn.transcribe (files)"),
     LanguageModelModule: ("a language model", "mmattn.generate"),
+    ContrastiveModule: ("a dual encoder", "mmattn.embed or mmattn.retrieve"),
 }
 
 
 def _family(model: Any, recipe: str, family: type) -> Any:
     """`model`, loaded first when it is a path or repo id; one line naming the right recipe for another family."""
     if isinstance(model, (str, Path)):
-        from mmattn.checkpoint import load
-
         model = load(model)
     if isinstance(model, family):
         return model
@@ -53,11 +56,10 @@ def _family(model: Any, recipe: str, family: type) -> Any:
     raise ValueError(f"{recipe} needs {wanted}; got a {type(model).__name__}: {instead}")
 
 
-def _listed(items: Any, recipe: str, what: str) -> list[Any]:
-    """`items` as a list; one line for a single string, which would otherwise be taken a character at a time."""
+def _refuse_one_string(items: Any, recipe: str, what: str) -> None:
+    """One line for a single string where a list is meant: it would be read a character at a time."""
     if isinstance(items, (str, Path)):
-        raise ValueError(f"{recipe} takes a list of {what}; got the single string {str(items)!r}: wrap it in a list")
-    return list(items)
+        raise ValueError(f"{recipe} takes {what}; got the single string {str(items)!r}: wrap it in a list")
 
 
 @contextmanager
@@ -97,7 +99,8 @@ def classify(
     if isinstance(inputs, torch.Tensor):
         batches: Iterator[torch.Tensor] = iter([inputs])
     else:
-        paths = [str(p) for p in _listed(inputs, "classify", "files")]
+        _refuse_one_string(inputs, "classify", "a list of files or a batch")
+        paths = [str(p) for p in inputs]
         batches = (model.read_files(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size))
     with _evaluating(model):
         return [row for batch in batches for row in top_classes(model(batch.to(model.device)), top_k, model.classes)]
@@ -131,7 +134,8 @@ def translate(model: Any, lines: Sequence[str], *, batch_size: int = 64) -> list
     def encode(chunk: list[str]) -> torch.Tensor:
         return pad_ids([torch.tensor(ids) for ids in tokenizer.encode_src_batch(chunk)], tokenizer.pad_id)
 
-    return _decode(model, _listed(lines, "translate", "lines"), encode, batch_size)
+    _refuse_one_string(lines, "translate", "a list of lines")
+    return _decode(model, list(lines), encode, batch_size)
 
 
 def transcribe(model: Any, paths: Sequence[str | Path], *, batch_size: int = 16) -> list[str]:
@@ -155,7 +159,8 @@ def transcribe(model: Any, paths: Sequence[str | Path], *, batch_size: int = 16)
     def read(chunk: list[str]) -> Any:
         return reader.collate([reader.read_file(p) for p in chunk])
 
-    return _decode(model, [str(p) for p in _listed(paths, "transcribe", "files")], read, batch_size)
+    _refuse_one_string(paths, "transcribe", "a list of files")
+    return _decode(model, [str(p) for p in paths], read, batch_size)
 
 
 def generate(
@@ -184,6 +189,98 @@ def generate(
         ValueError: Another family of model, no tokenizer, unknown overrides or out-of-range values.
     """
     model = _family(model, "generate", LanguageModelModule)
-    prompts = _listed(prompts, "generate", "prompts")
+    _refuse_one_string(prompts, "generate", "a list of prompts")
     # The module samples the same way when it scores its samples in validation and in predict_step.
     return sample_texts(model, prompts, num_samples=num_samples, seed=seed, use_cache=use_cache, **overrides)
+
+
+def _is_items(inputs: Any) -> bool:
+    """A list of strings or paths (texts or files), as opposed to a batch."""
+    return isinstance(inputs, (list, tuple)) and all(isinstance(x, (str, Path)) for x in inputs)
+
+
+def _embed(model: ContrastiveModule, tower: str, inputs: Any, batch_size: int) -> torch.Tensor:
+    """`embed` of a checked model."""
+    net = model.net
+    net.tower(tower)
+    _refuse_one_string(inputs, "embed", "a list of texts or files, or a batch")
+    with _evaluating(model):
+        if not _is_items(inputs):
+            return net.encode(tower, move_data_to_device(inputs, model.device))
+        items = [str(x) for x in inputs]
+        if not items:
+            return torch.zeros(0, net.embed_dim, device=model.device)
+        read = tower_reader(model, tower)
+        parts = [
+            net.encode(tower, move_data_to_device(read(items[i : i + batch_size]), model.device))
+            for i in range(0, len(items), batch_size)
+        ]
+        return torch.cat(parts)
+
+
+def embed(model: Any, tower: str, inputs: Any, *, batch_size: int = 64) -> torch.Tensor:
+    """Normalised embeddings [N, E] of `inputs` by the dual encoder's tower `tower`.
+
+    What a tower takes: a batch its input embedding takes (a tensor, or a mapping for inputs such as waveforms with
+    lengths), or a list of strings. Strings are texts for a tower whose embedding holds a vocabulary (it reads token
+    ids), encoded by the recorded datamodule's `encode_texts` with the model's tokenizer; for any other tower they are
+    file paths, read by the embedding's own file reader or else the recorded data config (the evaluation transform).
+
+    Args:
+        model: A dual encoder (`ContrastiveModule`), or a path `mmattn.load` takes.
+        tower: The tower that embeds `inputs`.
+        inputs: A batch, or texts / file paths.
+        batch_size: Strings read and embedded at a time.
+
+    Raises:
+        ValueError: Another family of model, no such tower, one string instead of a list, or strings the tower
+            cannot read.
+    """
+    return _embed(_family(model, "embed", ContrastiveModule), tower, inputs, batch_size)
+
+
+def _count(model: ContrastiveModule, tower: str, inputs: Any) -> int:
+    _refuse_one_string(inputs, "retrieve", "a list of texts or files, or a batch")
+    if _is_items(inputs):
+        return len(inputs)
+    return model.net.embedding(tower).batch_size(inputs)
+
+
+def retrieve(
+    model: Any,
+    queries: Any,
+    candidates: Any,
+    *,
+    query_tower: str,
+    candidate_tower: str,
+    top_k: int = 5,
+    batch_size: int = 64,
+) -> list[list[dict[str, Any]]]:
+    """Per query, its `top_k` most similar candidates, best first: `{"index": i, "score": cosine similarity}`, plus
+    `"item"` (the candidate's text or path) when the candidates are strings.
+
+    Args:
+        model: A dual encoder (`ContrastiveModule`), or a path `mmattn.load` takes.
+        queries: What `query_tower` takes (see `embed`).
+        candidates: What `candidate_tower` takes.
+        query_tower: The tower that embeds the queries.
+        candidate_tower: The tower that embeds the candidates.
+        top_k: Candidates per query (all of them if fewer).
+        batch_size: Strings embedded at a time.
+
+    Raises:
+        ValueError: Another family of model, no candidates, `top_k` < 1, or inputs a tower cannot take.
+    """
+    model = _family(model, "retrieve", ContrastiveModule)
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if _count(model, candidate_tower, candidates) == 0:
+        raise ValueError("retrieval over an empty candidate set: give at least one candidate")
+    found = _embed(model, candidate_tower, candidates, batch_size)
+    asked = _embed(model, query_tower, queries, batch_size)
+    scores, indices = nearest(asked, found, top_k)
+    names = [str(x) for x in candidates] if _is_items(candidates) else None
+    return [
+        [{"index": j, "score": s} | ({"item": names[j]} if names else {}) for s, j in zip(row_s, row_i)]
+        for row_s, row_i in zip(scores.tolist(), indices.tolist())
+    ]

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from mmattn.data.predict import PredictInputs
-from mmattn.lit import contrastive_api
+from mmattn.lit import contrastive_inputs
 from mmattn.lit.base import MMattnModule
 from mmattn.lit.contrastive_loss import LOSSES, contrastive_loss
 from mmattn.lit.retrieval import PairBank, recall_at_k
@@ -50,8 +50,8 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
     `zero_shot_prompts="prompt_sets"` a class is several prompts whose normalised embeddings are averaged (CLIP's
     prompt ensembling).
 
-    The tokenizer, when the datamodule has one, rides in checkpoints (texts for `embed`/`retrieve` and prompts are
-    encoded with it); towers whose embedding holds a vocabulary are checked against it at setup.
+    The tokenizer, when the datamodule has one, rides in checkpoints (texts for `mmattn.embed` / `mmattn.retrieve` and
+    prompts are encoded with it); towers whose embedding holds a vocabulary are checked against it at setup.
 
     Args:
         net: A `DualEncoder`, or its config.
@@ -283,33 +283,6 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
         """Log the test split's retrieval recall."""
         self._log_retrieval("test")
 
-    # ------------------------------------------------------------------------------------------------ inference
-
-    def embed(self, tower: str, inputs: Any, *, batch_size: int = 64) -> Tensor:
-        """Normalised embeddings [N, E] of `inputs` by tower `tower`: see `mmattn.lit.contrastive_api.embed`."""
-        return contrastive_api.embed(self, tower, inputs, batch_size=batch_size)
-
-    def retrieve(
-        self,
-        queries: Any,
-        candidates: Any,
-        *,
-        query_tower: str,
-        candidate_tower: str,
-        top_k: int = 5,
-        batch_size: int = 64,
-    ) -> list[list[dict[str, Any]]]:
-        """Per query, its `top_k` most similar candidates: see `mmattn.lit.contrastive_api.retrieve`."""
-        return contrastive_api.retrieve(
-            self,
-            queries,
-            candidates,
-            query_tower=query_tower,
-            candidate_tower=candidate_tower,
-            top_k=top_k,
-            batch_size=batch_size,
-        )
-
     def batch_size(self, batch: Mapping[str, Any]) -> int:
         """Pairs in a batch (its match ids)."""
         return int(batch[MATCH_KEY].shape[0])
@@ -333,7 +306,7 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
     def predict_inputs(self) -> PredictInputs:
         """The items of the prediction tower (`configure_prediction(tower=...)`, else the first): its files, or
         texts for a tower that reads token ids."""
-        return contrastive_api.predict_inputs(self, self._predict_tower())
+        return contrastive_inputs.predict_inputs(self, self._predict_tower())
 
     def configure_prediction(self, *, tower: str | None = None) -> None:
         """Options of `predict_step`: which tower embeds the inputs (default: the first)."""

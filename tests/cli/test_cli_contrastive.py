@@ -58,19 +58,19 @@ def test_a_clap_checkpoint_retrieves_and_predicts(trained_run, compose_cfg, data
     texts = [r["text"] for r in records[:4]]
 
     # Texts for the tower of token ids (encoded as the data does, with the checkpoint's tokenizer), files otherwise.
-    text_emb, audio_emb = model.embed("text", texts), model.embed("audio", clips, batch_size=3)
+    text_emb, audio_emb = mmattn.embed(model, "text", texts), mmattn.embed(model, "audio", clips, batch_size=3)
     assert text_emb.shape == audio_emb.shape == (4, 16)
     assert torch.allclose(text_emb.norm(dim=-1), torch.ones(4), atol=1e-5)
-    hits = model.retrieve(texts, clips, query_tower="text", candidate_tower="audio", top_k=3)
+    hits = mmattn.retrieve(str(ckpt), texts, clips, query_tower="text", candidate_tower="audio", top_k=3)  # loads it
     assert len(hits) == 4 and all(len(row) == 3 for row in hits)
     best = (text_emb @ audio_emb.T).argmax(dim=1).tolist()
     assert [row[0]["index"] for row in hits] == best
     assert all(row[0]["item"] == clips[row[0]["index"]] for row in hits)
     assert all(row[0]["score"] >= row[1]["score"] >= row[2]["score"] for row in hits)
     with pytest.raises(ValueError, match=r"^retrieval over an empty candidate set"):
-        model.retrieve(texts, [], query_tower="text", candidate_tower="audio")
+        mmattn.retrieve(model, texts, [], query_tower="text", candidate_tower="audio")
     with pytest.raises(ValueError, match=r"no tower 'image'; this DualEncoder's towers are \['audio', 'text'\]"):
-        model.embed("image", clips)
+        mmattn.embed(model, "image", clips)
 
     from mmattn.cli.predict import predict
 
@@ -166,9 +166,9 @@ def test_clip_demo_scores_zero_shot_and_retrieves_image_files(trained_run, compo
     images = [str(data_dir / "scenes" / "test" / r["file"]) for r in records[:3]]
     texts = [r["captions"][0] for r in records[:3]]
     # Image files are read by the recorded data config (the evaluation transform): the same as a batch of them.
-    files = model.embed("image", images)
-    assert torch.allclose(files, model.embed("image", model.read_files(images)), atol=1e-5)
-    hits = model.retrieve(texts, images, query_tower="text", candidate_tower="image", top_k=2)
+    files = mmattn.embed(model, "image", images)
+    assert torch.allclose(files, mmattn.embed(model, "image", model.read_files(images)), atol=1e-5)
+    hits = mmattn.retrieve(model, texts, images, query_tower="text", candidate_tower="image", top_k=2)
     assert [len(row) for row in hits] == [2, 2, 2] and all(row[0]["item"] in images for row in hits)
 
     from mmattn.cli.viz import visualize
