@@ -22,6 +22,11 @@ def test_caption_demo_trains_captions_files_and_draws(run_cli, trained_run, comp
     result = run_cli("mmattn-transcribe", f"ckpt_path={ckpt}", *map(str, images), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert [line.split("\t")[0] for line in result.stdout.splitlines()] == list(map(str, images))
+    import mmattn
+
+    # The same captions from Python, the checkpoint given as a path string.
+    captions = [line.split("\t")[1] for line in result.stdout.splitlines()]
+    assert mmattn.transcribe(str(ckpt), images) == captions
 
     from mmattn.cli.eval import evaluate
     from mmattn.cli.viz import visualize
