@@ -60,7 +60,7 @@ def test_wheel_contains_packages_and_configs(tmp_path):
 
 def test_the_core_never_imports_the_adapters() -> None:
     # DESIGN.md's layering: mmattn's core reaches the modality adapters (mmattn/tasks) only through config targets,
-    # and mmattn/nn imports nothing of mmattn but itself.
+    # mmattn/nn imports nothing of mmattn but itself, and the inference recipes sit above the modules they use.
     import ast
 
     core = [p for p in (ROOT / "mmattn").rglob("*.py") if "tasks" not in p.relative_to(ROOT / "mmattn").parts]
@@ -69,9 +69,11 @@ def test_the_core_never_imports_the_adapters() -> None:
         names = []
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.append(node.module)
+                names += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
             elif isinstance(node, ast.Import):
                 names += [alias.name for alias in node.names]
         assert not [n for n in names if n.startswith("mmattn.tasks")], f"{path} imports an adapter"
         if "nn" == path.parent.name:
             assert not [n for n in names if n.startswith("mmattn.") and not n.startswith("mmattn.nn")], path
+        if path.parent.name in ("lit", "models", "data", "nn"):
+            assert "mmattn.inference" not in names, f"{path} imports the recipes above it"
