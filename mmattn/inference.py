@@ -2,9 +2,9 @@
 
     import mmattn
 
-    model = mmattn.load("outputs/vision_demo/runs/<run>/checkpoints/last.ckpt")
+    model = mmattn.load("outputs/train/runs/<run>/checkpoints/last.ckpt")
     mmattn.classify(model, ["cat.png", "dog.jpg"], top_k=3)
-    mmattn.classify("outputs/vision_demo/runs/<run>/checkpoints/last.ckpt", ["cat.png"])  # loads it first
+    mmattn.classify("outputs/train/runs/<run>/checkpoints/last.ckpt", ["cat.png"])  # loads it first
 
 `model` is a module from `mmattn.load`, or anything `mmattn.load` takes (a checkpoint file, a folder written by
 `save_pretrained`, a Hub repo id), loaded on the CPU with the default trust; call `mmattn.load` yourself for other
@@ -128,13 +128,13 @@ def translate(model: Any, lines: Sequence[str], *, batch_size: int = 64) -> list
         ValueError: Another family of model, a source that is not text (use `transcribe`), or no tokenizer.
     """
     model = _family(model, "translate", Seq2SeqModule)
+    _refuse_one_string(lines, "translate", "a list of lines")
     model.require_text_source()
     tokenizer = model.require_tokenizer()
 
     def encode(chunk: list[str]) -> torch.Tensor:
         return pad_ids([torch.tensor(ids) for ids in tokenizer.encode_src_batch(chunk)], tokenizer.pad_id)
 
-    _refuse_one_string(lines, "translate", "a list of lines")
     return _decode(model, list(lines), encode, batch_size)
 
 
@@ -153,13 +153,13 @@ def transcribe(model: Any, paths: Sequence[str | Path], *, batch_size: int = 16)
         ValueError: Another family of model, a text source (use `translate`), or no tokenizer.
     """
     model = _family(model, "transcribe", Seq2SeqModule)
+    _refuse_one_string(paths, "transcribe", "a list of files")
     reader = model.source_reader()
     model.require_tokenizer()
 
     def read(chunk: list[str]) -> Any:
         return reader.collate([reader.read_file(p) for p in chunk])
 
-    _refuse_one_string(paths, "transcribe", "a list of files")
     return _decode(model, [str(p) for p in paths], read, batch_size)
 
 
