@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from mmattn.data import ClassificationDataModule, ensure_dataset
@@ -84,6 +85,19 @@ def make_activities(root: str | Path, *, per_class: dict[str, int] | None = None
     return ensure_dataset(root, generate, name="activities", version=version)
 
 
+def load_windows(
+    root: str | Path, *, per_class: dict[str, int] | None = None, seed: int = 0
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Every split of the activities under `root` (written first if missing) as (windows [N, 3, 128], labels [N]),
+    standardised per channel with the training split's statistics."""
+    make_activities(root, per_class=per_class, seed=seed)
+    splits = {s: np.load(Path(root) / f"{s}.npz") for s in ("train", "val", "test")}
+    x_train = splits["train"]["x"]
+    mean = x_train.mean(axis=(0, 2), keepdims=True)
+    std = x_train.std(axis=(0, 2), keepdims=True) + 1e-6
+    return {s: (torch.from_numpy((d["x"] - mean) / std), torch.from_numpy(d["y"])) for s, d in splits.items()}
+
+
 class ActivityDataModule(ClassificationDataModule):
     """The synthetic activities as `(window [3, 128], label)` batches, standardised per channel with the training
     split's statistics.
@@ -112,12 +126,6 @@ class ActivityDataModule(ClassificationDataModule):
         make_activities(self.root, per_class=self.per_class, seed=self.seed)
 
     def _load(self) -> tuple[TensorDataset, TensorDataset, TensorDataset, list[str]]:
-        make_activities(self.root, per_class=self.per_class, seed=self.seed)
-        splits = {s: np.load(self.root / f"{s}.npz") for s in ("train", "val", "test")}
-        x_train = splits["train"]["x"]
-        mean = x_train.mean(axis=(0, 2), keepdims=True)
-        std = x_train.std(axis=(0, 2), keepdims=True) + 1e-6
-        sets = [
-            TensorDataset(torch.from_numpy((d["x"] - mean) / std), torch.from_numpy(d["y"])) for d in splits.values()
-        ]
-        return sets[0], sets[1], sets[2], list(ACTIVITIES)
+        splits = load_windows(self.root, per_class=self.per_class, seed=self.seed)
+        train, val, test = (TensorDataset(*splits[s]) for s in ("train", "val", "test"))
+        return train, val, test, list(ACTIVITIES)
