@@ -72,3 +72,139 @@ def test_the_window_shape_is_the_models_not_the_datas(monkeypatch: pytest.Monkey
     assert net(torch.randn(2, 3, 128)).shape == (2, cfg.data.num_classes)
     with pytest.raises(ValueError, match=r"expects windows \[batch, 3, 128\], got \(2, 3, 64\)"):
         net(torch.randn(2, 3, 64))
+
+
+# ---------------------------------------------------------------------------------- the other families, in-process
+# Tiny runs of the contrastive preset, composed exactly as mmattn-train composes them (the search path
+# on the command line), trained once per module; evaluate / visualize are what mmattn-eval / mmattn-viz run.
+SEARCH = "hydra.searchpath=[pkg://mmattn_timeseries.configs]"
+TINY_WINDOWS = "data.per_class={train:16,val:4,test:4}"  # one size for every test: the data is written once
+TINY_SCHEDULE = [
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "module.scheduler.warmup_epochs=0",
+    "module.scheduler.warmup_steps=1",
+]
+TINY = {
+    "timeseries_clip": [
+        TINY_WINDOWS,
+        "data.batch_size=8",
+        "model.embed_dim=16",
+        *(f"model.towers.{t}.{k}" for t in ("sensor", "text") for k in ("dim=32", "depth=1", "num_heads=2")),
+        *TINY_SCHEDULE,
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def example_data(tmp_path_factory: pytest.TempPathFactory):
+    """The example package importable (path-added, as the guide shows) and one data directory for this module."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(EXAMPLE))
+        yield tmp_path_factory.mktemp("timeseries_data")
+
+
+@pytest.fixture(scope="module")
+def example_run(example_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`example_run(experiment)`: the run directory of a tiny mmattn-train run of that preset, trained once."""
+    from mmattn_testing import compose_config
+    from omegaconf import open_dict
+
+    from mmattn.cli.train import train
+
+    runs: dict[str, Path] = {}
+
+    def get(experiment: str) -> Path:
+        if experiment not in runs:
+            root = tmp_path_factory.mktemp(experiment)
+            cfg = compose_config("train", [SEARCH, f"experiment={experiment}", *TINY[experiment]])
+            with open_dict(cfg):
+                cfg.paths.data_dir = str(example_data)
+                cfg.paths.output_dir, cfg.paths.log_dir = str(root / "run"), str(root / "logs")
+            train(cfg)
+            runs[experiment] = root / "run"
+        return runs[experiment]
+
+    return get
+
+
+def _eval_and_viz(ckpt: Path, tmp_path: Path, num_samples: int) -> tuple[dict[str, float], list[Path]]:
+    """mmattn-eval and mmattn-viz what=attention on `ckpt`, the example package trusted."""
+    from mmattn_testing import compose_config
+    from omegaconf import open_dict
+
+    from mmattn.cli.eval import evaluate
+    from mmattn.cli.viz import visualize
+
+    trust = "trust=[mmattn_timeseries]"
+    cfg = compose_config("eval", [f"ckpt_path={ckpt}", trust])
+    with open_dict(cfg):
+        cfg.paths.output_dir, cfg.paths.log_dir = str(tmp_path / "eval"), str(tmp_path / "logs")
+    metrics = evaluate(cfg)
+    viz = ["what=attention", f"ckpt_path={ckpt}", f"num_samples={num_samples}", f"out_dir={tmp_path / 'pics'}", trust]
+    return metrics, visualize(compose_config("viz", viz))
+
+
+def test_the_sensor_text_dual_encoder_trains_evaluates_retrieves_and_draws(example_run, tmp_path: Path) -> None:
+    import torch
+
+    import mmattn
+    from mmattn.build import UntrustedTargetError
+
+    run = example_run("timeseries_clip")
+    metrics = json.loads((run / "metrics.json").read_text())
+    recalls = {f"test/{q}_to_{c}_r{k}" for q, c in (("sensor", "text"), ("text", "sensor")) for k in (1, 5, 10)}
+    assert recalls | {"test/mean_r1", "test/zero_shot_acc", "val/zero_shot_acc"} <= set(metrics)
+    assert (run / "tokenizer" / "tokenizer.json").is_file()
+    ckpt = run / "checkpoints" / "last.ckpt"
+    evaluated, pics = _eval_and_viz(ckpt, tmp_path, num_samples=4)
+    assert evaluated["test/mean_r1"] == pytest.approx(metrics["test/mean_r1"])
+    assert [p.name for p in pics] == ["similarity.png", "pairs.png"] and all(is_picture(p) for p in pics)
+
+    with pytest.raises(UntrustedTargetError, match=r"pass trust=\[mmattn_timeseries\]"):
+        mmattn.load(ckpt)
+    model = mmattn.load(ckpt, trust=["mmattn_timeseries"])
+    # Text queries are encoded with the checkpoint's tokenizer by the recorded datamodule, never set up (no data
+    # read); a character it never saw becomes <unk> and is counted, not refused.
+    windows = torch.randn(5, 3, 128)
+    hits = model.retrieve(
+        ["someone running", "someone skiing ⛷"], windows, query_tower="text", candidate_tower="sensor"
+    )
+    assert [len(row) for row in hits] == [5, 5] and hits[0][0]["score"] >= hits[0][1]["score"]
+    assert model.recorded_datamodule().unknown_texts == 1
+
+
+def test_the_contrastive_batches(example_data: Path) -> None:
+    import torch
+    from mmattn_timeseries import ACTIVITIES, ACTIVITY_TEXTS, ActivityTextDataModule
+
+    assert tuple(ACTIVITY_TEXTS) == ACTIVITIES  # one set of descriptions per activity, in label order
+    dm = ActivityTextDataModule(example_data, per_class={"train": 16, "val": 4, "test": 4}, batch_size=10)
+    dm.prepare_data()
+    dm.setup("fit")
+    train = list(dm.train_dataloader())
+    assert [len(b["match"]) for b in train] == [10] * 9  # 96 windows: full batches only, the short one dropped
+    batch = next(iter(dm.val_dataloader()))
+    assert sorted(batch) == ["label", "match", "sensor", "text"]
+    assert batch["sensor"].shape == (10, 3, 128) and batch["text"].dtype == batch["match"].dtype == torch.long
+    assert batch["match"].tolist() == batch["label"].tolist()
+    # Each text is EOS-terminated and describes the window's activity; evaluation fixes the description.
+    for ids, activity in zip(batch["text"], batch["label"]):
+        text = dm.tokenizer.decode(ids)
+        assert ids[ids != dm.pad_id][-1] == dm.tokenizer.eos_id and text in ACTIVITY_TEXTS[ACTIVITIES[activity]]
+    assert next(iter(dm.val_dataloader()))["text"].tolist() == batch["text"].tolist()
+    assert dm.prompts[0] == "someone cycling" and [len(p) for p in dm.prompt_sets] == [4] * 6
+
+
+def test_texts_outside_the_tokenizer_are_counted_not_refused(example_data: Path) -> None:
+    from mmattn_timeseries import ActivityTextDataModule
+
+    dm = ActivityTextDataModule(example_data, per_class={"train": 16, "val": 4, "test": 4})
+    with pytest.raises(RuntimeError, match=r"setup\(\) must run before texts are encoded"):
+        dm.encode_texts(["someone running"])
+    dm.setup("fit")
+    ids = dm.encode_texts(["someone running", "someone skiing ⛷", "Someone   RUNNING"])
+    assert ids.shape[0] == 3 and dm.unknown_texts == 1
+    assert dm.tokenizer.unk_id in ids[1].tolist() and ids[0].tolist() == ids[2].tolist()  # lowercased, spaces folded
+    with pytest.raises(ValueError, match=r"encode_texts takes a non-empty list of strings"):
+        dm.encode_texts("someone running")
