@@ -75,7 +75,7 @@ def test_the_window_shape_is_the_models_not_the_datas(monkeypatch: pytest.Monkey
 
 
 # ---------------------------------------------------------------------------------- the other families, in-process
-# Tiny runs of the contrastive preset, composed exactly as mmattn-train composes them (the search path
+# Tiny runs of the contrastive and fusion presets, composed exactly as mmattn-train composes them (the search path
 # on the command line), trained once per module; evaluate / visualize are what mmattn-eval / mmattn-viz run.
 SEARCH = "hydra.searchpath=[pkg://mmattn_timeseries.configs]"
 TINY_WINDOWS = "data.per_class={train:16,val:4,test:4}"  # one size for every test: the data is written once
@@ -91,6 +91,14 @@ TINY = {
         "data.batch_size=8",
         "model.embed_dim=16",
         *(f"model.towers.{t}.{k}" for t in ("sensor", "text") for k in ("dim=32", "depth=1", "num_heads=2")),
+        *TINY_SCHEDULE,
+    ],
+    "timeseries_fusion": [
+        TINY_WINDOWS,
+        "data.batch_size=4",
+        "model.dim=32",
+        "model.depth=1",
+        "model.num_heads=2",
         *TINY_SCHEDULE,
     ],
 }
@@ -174,6 +182,15 @@ def test_the_sensor_text_dual_encoder_trains_evaluates_retrieves_and_draws(examp
     assert model.recorded_datamodule().unknown_texts == 1
 
 
+def test_the_sensor_text_fusion_trains_evaluates_and_draws_both_inputs(example_run, tmp_path: Path) -> None:
+    run = example_run("timeseries_fusion")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"val/acc", "test/acc", "test/loss"} <= set(metrics)
+    evaluated, pics = _eval_and_viz(run / "checkpoints" / "last.ckpt", tmp_path, num_samples=2)
+    assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert [p.name for p in pics] == ["fusion_0.png", "fusion_1.png"] and all(is_picture(p) for p in pics)
+
+
 def test_the_contrastive_batches(example_data: Path) -> None:
     import torch
     from mmattn_timeseries import ACTIVITIES, ACTIVITY_TEXTS, ActivityTextDataModule
@@ -194,6 +211,30 @@ def test_the_contrastive_batches(example_data: Path) -> None:
         assert ids[ids != dm.pad_id][-1] == dm.tokenizer.eos_id and text in ACTIVITY_TEXTS[ACTIVITIES[activity]]
     assert next(iter(dm.val_dataloader()))["text"].tolist() == batch["text"].tolist()
     assert dm.prompts[0] == "someone cycling" and [len(p) for p in dm.prompt_sets] == [4] * 6
+
+
+def test_the_claim_batches_hold_each_window_with_a_true_and_a_false_claim(example_data: Path) -> None:
+    from mmattn_timeseries import ACTIVITIES, ACTIVITY_TEXTS, ActivityClaimsDataModule
+
+    sizes = {"train": 16, "val": 4, "test": 4}
+    dm = ActivityClaimsDataModule(example_data, per_class=sizes, batch_size=3)
+    dm.setup("fit")
+    assert dm.classes == ["false", "true"]
+    inputs, truth = next(iter(dm.test_dataloader()))
+    assert sorted(inputs) == ["sensor", "text"] and inputs["sensor"].shape == (6, 3, 128)
+    assert truth.tolist() == [1, 0] * 3 and inputs["text"].shape[0] == 6
+    assert all(bool((inputs["sensor"][i] == inputs["sensor"][i + 1]).all()) for i in (0, 2, 4))
+    labels = dm.test_set.labels
+    for i in range(6):
+        claim = dm.tokenizer.decode(inputs["text"][i])
+        activity = ACTIVITIES[labels[i // 2]]
+        assert (claim in ACTIVITY_TEXTS[activity]) == bool(truth[i])
+    # The single-input baselines leave the other input out; any model of one input alone scores 0.5 at best.
+    text_only = ActivityClaimsDataModule(example_data, per_class=sizes, only="text")
+    text_only.setup("fit")
+    assert sorted(next(iter(text_only.val_dataloader()))[0]) == ["text"]
+    with pytest.raises(ValueError, match=r"only must be null, 'sensor' or 'text', got 'image'"):
+        ActivityClaimsDataModule(example_data, only="image")
 
 
 def test_texts_outside_the_tokenizer_are_counted_not_refused(example_data: Path) -> None:
