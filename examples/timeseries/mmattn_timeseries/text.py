@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from mmattn.data import ClassificationDataModule
 from mmattn.tasks.text import TextTokenizer, TokenizerInRunDir
@@ -63,7 +63,8 @@ class ActivityTextBase(TokenizerInRunDir, ClassificationDataModule):
     """The windows of `ActivityDataModule` and the descriptions of `ACTIVITY_TEXTS`, with the tokenizer that encodes
     them.
 
-    Subclasses set `class_names` and `collate_fn`, and build each split's dataset (`dataset`). After `setup()`:
+    Subclasses set `class_names` and `collate_fn`, and build each split's dataset (`dataset`); validation and test
+    are read in a fixed shuffled order. After `setup()`:
     `tokenizer`, `pad_id`, `classes`, and `encode_texts` for any text (a query, a prompt).
 
     Args:
@@ -126,10 +127,16 @@ class ActivityTextBase(TokenizerInRunDir, ClassificationDataModule):
         self.setup_tokenizer()
         descriptions = [self._ids(list(texts)) for texts in ACTIVITY_TEXTS.values()]
         splits = load_windows(self.root, per_class=self.per_class, seed=self.seed)
-        sets = {
-            split: self.dataset(x, y, descriptions, None if split == "train" else np.random.default_rng([self.seed, k]))
-            for k, (split, (x, y)) in enumerate(splits.items())
-        }
+        sets: dict[str, Dataset] = {}
+        for k, (split, (x, y)) in enumerate(splits.items()):
+            if split == "train":
+                sets[split] = self.dataset(x, y, descriptions, None)
+                continue
+            rng = np.random.default_rng([self.seed, k])
+            fixed = self.dataset(x, y, descriptions, rng)
+            # The files hold the windows by activity; a fixed shuffle puts every activity into the first batch, the
+            # one mmattn-viz draws (retrieval and accuracy do not depend on the order).
+            sets[split] = Subset(fixed, rng.permutation(len(fixed)).tolist())
         return sets["train"], sets["val"], sets["test"], list(self.class_names)
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
