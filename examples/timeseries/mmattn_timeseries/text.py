@@ -19,12 +19,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset, Subset
 
 from mmattn.data import ClassificationDataModule
-from mmattn.tasks.text import TextTokenizer, TokenizerInRunDir
-from mmattn.tasks.text.bpe import EOS_ID, PAD_ID, UNK_ID
+from mmattn.tasks.text import TextTokenizer, TokenizerInRunDir, encode_eos, encode_texts, pad_ids
+from mmattn.tasks.text.bpe import PAD_ID
 
 from .data import ACTIVITIES, load_windows
 
@@ -52,11 +51,6 @@ ACTIVITY_TEXTS: dict[str, tuple[str, ...]] = {
     "stairs": ("someone climbing stairs", "a person walking up the stairs", "going up a staircase", "taking the steps"),
     "walking": ("someone walking", "a person taking a stroll", "walking at an easy pace", "a walk down the street"),
 }
-
-
-def pad_ids(rows: Sequence[Sequence[int]]) -> Tensor:
-    """Id lists as one long [B, L] tensor, padded with `PAD_ID` to the longest."""
-    return pad_sequence([torch.tensor(r, dtype=torch.long) for r in rows], batch_first=True, padding_value=PAD_ID)
 
 
 class ActivityTextBase(TokenizerInRunDir, ClassificationDataModule):
@@ -142,7 +136,7 @@ class ActivityTextBase(TokenizerInRunDir, ClassificationDataModule):
     def _ids(self, texts: list[str]) -> list[list[int]]:
         if self.tokenizer is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before texts are encoded")
-        return [row + [EOS_ID] for row in self.tokenizer.encode_batch(texts)]
+        return encode_eos(self.tokenizer, texts, where="descriptions")[0]
 
     def encode_texts(self, texts: Sequence[str]) -> Tensor:
         """Texts as the model reads descriptions: long [B, L], EOS-terminated ids padded with `pad_id`.
@@ -154,17 +148,9 @@ class ActivityTextBase(TokenizerInRunDir, ClassificationDataModule):
             RuntimeError: Before `setup()` (or before a loaded model hands over its tokenizer).
             ValueError: `texts` is not a non-empty list of strings (one string would be read as its characters).
         """
-        if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
-            raise ValueError(f"encode_texts takes a non-empty list of strings, got {texts!r}")
-        ids = self._ids(list(texts))
-        unknown = [text for text, row in zip(texts, ids) if UNK_ID in row]
-        if unknown:
-            self.unknown_texts += len(unknown)
-            log.warning(
-                f"{len(unknown)} of {len(texts)} text(s) hold characters outside the tokenizer's vocabulary, encoded "
-                f"as <unk> (first: {unknown[0]!r})"
-            )
-        return pad_ids(ids)
+        ids, unknown = encode_texts(self.tokenizer, texts)
+        self.unknown_texts += unknown
+        return ids
 
 
 # The batch keys of the two inputs: the tower names of configs/model/sensor_clip.yaml and the member names of

@@ -33,13 +33,14 @@ from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from mmattn.data import GeneratedData
-from mmattn.tasks.text.bpe import EOS_ID, PAD_ID, UNK_ID
+from mmattn.tasks.text import encode as text_ids
+from mmattn.tasks.text.bpe import PAD_ID
 from mmattn.tasks.text.tokenizer import TextTokenizer
 from mmattn.tasks.text.tokenizer_dir import TokenizerInRunDir
 from mmattn.tasks.vision.data import load_images
 from mmattn.tasks.vision.shapes import DEFAULT_NOISE
 
-from .dataset import Item, SceneDataset, collate_captions, collate_scene_text, pad_ids
+from .dataset import Item, SceneDataset, collate_captions, collate_scene_text
 from .generate import SPLITS, make_scenes, read_captions
 from .grammar import COLOURS, SHAPES, SIZES, Scene, SceneObject, canonical_caption
 
@@ -201,14 +202,7 @@ class SceneDataModule(GeneratedData, TokenizerInRunDir, L.LightningDataModule):
         """EOS-terminated ids of `texts` and how many held characters outside the tokenizer (warned about)."""
         if self.tokenizer is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before texts are encoded")
-        ids = [row + [EOS_ID] for row in self.tokenizer.encode_batch(texts)]
-        unknown = [i for i, row in enumerate(ids) if UNK_ID in row]
-        if unknown:
-            log.warning(
-                f"{where}: {len(unknown)} text(s) hold characters outside the tokenizer's vocabulary, encoded as "
-                f"<unk> (first: {texts[unknown[0]]!r})"
-            )
-        return ids, len(unknown)
+        return text_ids.encode_eos(self.tokenizer, texts, where=where)
 
     # ------------------------------------------------------------------------------------------- public helpers
 
@@ -219,16 +213,13 @@ class SceneDataModule(GeneratedData, TokenizerInRunDir, L.LightningDataModule):
 
         Raises:
             RuntimeError: Before `setup()`.
-            ValueError: `texts` is one string or empty.
-            TypeError: `texts` holds a non-string.
+            ValueError: `texts` is not a non-empty list of strings.
         """
-        if isinstance(texts, str) or not texts:
-            raise ValueError(f"encode_texts takes a non-empty list of texts, got {texts!r}")
-        if not all(isinstance(t, str) for t in texts):
-            raise TypeError("encode_texts takes a list of strings")
-        ids, unknown = self._encode(list(texts), "encode_texts")
+        if self.tokenizer is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before encode_texts")
+        ids, unknown = text_ids.encode_texts(self.tokenizer, texts)
         self.unknown_texts += unknown
-        return pad_ids(ids)
+        return ids
 
     def load_inputs(self, paths: Sequence[str | Path]) -> Tensor:
         """Image files as the model sees them in evaluation: float [B, 3, img_size, img_size] (eval transform).

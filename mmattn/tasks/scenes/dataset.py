@@ -7,10 +7,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
-from mmattn.tasks.text.bpe import PAD_ID
+from mmattn.tasks.text.encode import pad_ids
 from mmattn.tasks.vision.data import read_image
 
 __all__ = ["Item", "SceneDataset", "collate_captions", "collate_scene_text", "pad_ids"]
@@ -47,11 +46,6 @@ class SceneDataset(Dataset):
         j = int(torch.randint(len(self.texts[i]), ())) if self.random_caption else 0
         image = self.transform(read_image(self.files[i]))
         return image, self.ids[i][j], self.texts[i][j], self.scene_ids[i], self.labels[i]
-
-
-def pad_ids(rows: Sequence[list[int]]) -> Tensor:
-    """Id lists as one long [B, L] tensor, padded with the pad id."""
-    return pad_sequence([torch.tensor(r, dtype=torch.long) for r in rows], batch_first=True, padding_value=PAD_ID)
 
 
 def collate_captions(batch: Sequence[Item]) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mmattn.tasks.text.bpe import EOS_ID, PAD_ID, UNK_ID
+from mmattn.tasks.text import encode as text_ids
+from mmattn.tasks.text.bpe import PAD_ID
 
 from .datamodule import SpeechDataset, SpokenDigitsDataModule, normalize_transcript
 from .frontend import collate_audio
@@ -123,20 +124,10 @@ class SpokenTextDataModule(SpokenDigitsDataModule):
         """
         if self.tokenizer is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before encode_texts")
-        if isinstance(texts, str) or not texts:
-            raise ValueError(f"encode_texts takes a non-empty list of texts, got {texts!r}")
-        ids = [
-            row + [EOS_ID]
-            for row in self.tokenizer.encode_batch(normalize_transcript(t, self.lowercase) for t in texts)
-        ]
-        unknown = [row.count(UNK_ID) for row in ids]
-        if any(unknown):
-            first = next(t for t, n in zip(texts, unknown) if n)
-            log.warning(
-                f"{sum(unknown)} character run(s) in {sum(n > 0 for n in unknown)} of {len(texts)} text(s) are outside "
-                f"the tokenizer's vocabulary and became <unk> (first: {first!r})"
-            )
-        return pad_sequence([torch.tensor(row) for row in ids], batch_first=True, padding_value=PAD_ID)
+        ids, _ = text_ids.encode_texts(
+            self.tokenizer, texts, normalize=lambda text: normalize_transcript(text, self.lowercase)
+        )
+        return ids
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         if not self.datasets:

@@ -94,11 +94,11 @@ def test_tokenizer_round_trip_and_text_queries(dm: SpokenTextDataModule, tmp_pat
 
 
 def test_characters_outside_the_tokenizer_are_counted_not_refused(dm: SpokenTextDataModule, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="mmattn.tasks.speech.spoken_text"):
+    with caplog.at_level(logging.WARNING, logger="mmattn.tasks.text.encode"):
         ids = dm.encode_texts(["three ☃ seven", "one"])
     assert (ids == UNK_ID).sum() == 1
-    assert "1 character run(s) in 1 of 2 text(s) are outside the tokenizer's vocabulary" in caplog.text
-    with pytest.raises(ValueError, match="non-empty list of texts"):
+    assert "1 of 2 text(s) hold characters outside the tokenizer's vocabulary" in caplog.text
+    with pytest.raises(ValueError, match="non-empty list of strings"):
         dm.encode_texts("three")
     with pytest.raises(RuntimeError, match="setup"):
         SpokenTextDataModule(dm.data_root.parent, backend="dtmf").encode_texts(["one"])
