@@ -175,8 +175,8 @@ def test_the_sensor_text_dual_encoder_trains_evaluates_retrieves_and_draws(examp
     # Text queries are encoded with the checkpoint's tokenizer by the recorded datamodule, never set up (no data
     # read); a character it never saw becomes <unk> and is counted, not refused.
     windows = torch.randn(5, 3, 128)
-    hits = model.retrieve(
-        ["someone running", "someone skiing ⛷"], windows, query_tower="text", candidate_tower="sensor"
+    hits = mmattn.retrieve(
+        model, ["someone running", "someone skiing ⛷"], windows, query_tower="text", candidate_tower="sensor"
     )
     assert [len(row) for row in hits] == [5, 5] and hits[0][0]["score"] >= hits[0][1]["score"]
     assert model.recorded_datamodule().unknown_texts == 1
