@@ -172,6 +172,9 @@ class EncoderTokens(InputEmbedding):
         dim: Width of the tokens given out (a linear projection when it differs from the encoder's); None keeps it.
         freeze: Keep the encoder's weights as they are (no gradients, eval mode: dropout off), and save its
             backward pass.
+        pooled: Give one token, the encoder's pooled features (what its head reads: the class token's output or the
+            token average), instead of its patch tokens. A classifier trained with class-token pooling sends what it
+            learned about the whole input through that token; its last layer's patch outputs never reach its loss.
 
     Raises:
         ValueError: `net` is not an `EncoderClassifier`.
@@ -179,13 +182,13 @@ class EncoderTokens(InputEmbedding):
 
     positioned = True
 
-    def __init__(self, net: nn.Module, *, dim: int | None = None, freeze: bool = True) -> None:
+    def __init__(self, net: nn.Module, *, dim: int | None = None, freeze: bool = True, pooled: bool = False) -> None:
         super().__init__()
         from mmattn.models.classifier import EncoderClassifier
 
         if not isinstance(net, EncoderClassifier):
             raise ValueError(f"EncoderTokens wraps an EncoderClassifier, got {type(net).__name__}")
-        self.net, self.freeze = net, freeze
+        self.net, self.freeze, self.pooled = net, freeze, pooled
         self.dim = net.dim if dim is None else dim
         self.modality = net.embed.modality
         self.proj = nn.Linear(net.dim, self.dim) if self.dim != net.dim else nn.Identity()
@@ -201,13 +204,20 @@ class EncoderTokens(InputEmbedding):
 
     @property
     def layout(self) -> TokenLayout:
-        """The wrapped embedding's layout."""
-        return self.net.embed.layout
+        """The wrapped embedding's layout (one token over the whole input when `pooled`)."""
+        return TokenLayout.grid(1, 1) if self.pooled else self.net.embed.layout
 
     def embed(self, x: Any) -> Tokens:
-        """The encoder's output tokens of the input (prefix tokens left out), projected to `dim`."""
+        """The encoder's output tokens of the input (prefix tokens left out), or its pooled features as one token,
+        projected to `dim`."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             tokens, mask, embedded = self.net.encode(x)
+            if self.pooled:
+                return Tokens(
+                    self.proj(self.net.forward_head(tokens, pre_logits=True, padding_mask=mask))[:, None],
+                    None,
+                    self.layout,
+                )
         p = self.net.num_prefix_tokens
         return Tokens(self.proj(tokens[:, p:]), None if mask is None else mask[:, p:], embedded.layout)
 
@@ -237,7 +247,12 @@ class EncoderTokens(InputEmbedding):
 
 
 def encoder_tokens_from_checkpoint(
-    ckpt_path: str, *, dim: int | None = None, freeze: bool = True, trust: tuple[str, ...] | list[str] = ()
+    ckpt_path: str,
+    *,
+    dim: int | None = None,
+    freeze: bool = True,
+    pooled: bool = False,
+    trust: tuple[str, ...] | list[str] = (),
 ) -> EncoderTokens:
     """`EncoderTokens` around the net of a classifier checkpoint (or saved folder) of mmattn-train, with its weights.
 
@@ -251,6 +266,11 @@ def encoder_tokens_from_checkpoint(
     net_config = module.hparams.get("net")
     if not net_config:
         raise ValueError(f"{ckpt_path} records no network config; train it with mmattn-train")
-    tokens = EncoderTokens(module.net, dim=dim, freeze=freeze)
-    log.info(f"fusion member from {ckpt_path}: {type(module.net).__name__} ({tokens.modality}), frozen={freeze}")
-    return record_init_config(tokens, "mmattn.models.EncoderTokens", net=net_config, dim=dim, freeze=freeze)
+    tokens = EncoderTokens(module.net, dim=dim, freeze=freeze, pooled=pooled)
+    log.info(
+        f"fusion member from {ckpt_path}: {type(module.net).__name__} ({tokens.modality}), frozen={freeze}, "
+        f"pooled={pooled}"
+    )
+    return record_init_config(
+        tokens, "mmattn.models.EncoderTokens", net=net_config, dim=dim, freeze=freeze, pooled=pooled
+    )

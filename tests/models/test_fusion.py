@@ -129,3 +129,34 @@ def test_pretrained_members_come_from_checkpoints_and_runs_store_their_architect
     with pytest.raises(ValueError, match="EncoderTokens wraps an EncoderClassifier"):
         EncoderTokens(torch.nn.Linear(2, 2))
     assert encoder_tokens_from_checkpoint(str(vision)).dim == image.net.dim
+
+    # Pooled: one token, the features the classifier's own head reads (its logits follow from it), drawn over the
+    # whole input; the stored architecture keeps the choice.
+    pooled = encoder_tokens_from_checkpoint(str(vision), pooled=True).eval()
+    images = pooled.example_input(3)
+    out = pooled.embed(images)
+    assert out.tokens.shape == (3, 1, pooled.net.dim) and out.layout.shape == (1, 1) == pooled.layout.shape
+    torch.testing.assert_close(pooled.net.head(out.tokens[:, 0]), pooled.net.eval()(images))
+    fused = instantiate(
+        {**config, "members": {**config["members"], "image": {**config["members"]["image"], "pooled": True}}}
+    )
+    assert architecture_config(fused, config)["members"]["image"]["pooled"] is True
+    assert fused(fused.example_input(2)).shape == (2, 4)
+
+
+def test_the_demo_config_builds_on_pretrained_runs(trained_run, compose_cfg) -> None:
+    # configs/model/fusion_pretrained.yaml as experiment=fusion_demo composes it, on the tiny demo runs' checkpoints.
+    from hydra.utils import instantiate
+
+    vision, audio = (trained_run(f) / "checkpoints" / "last.ckpt" for f in ("vision", "audio"))
+    cfg = compose_cfg(
+        "train",
+        ["experiment=fusion_demo", f"model.members.image.ckpt_path={vision}", f"model.members.audio.ckpt_path={audio}"],
+    )
+    net = instantiate(cfg.model)
+    image, sound = net.members["image"], net.members["audio"]
+    assert image.pooled and sound.pooled and not image.freeze and sound.freeze
+    assert any(p.requires_grad for p in image.net.parameters()) and not any(
+        p.requires_grad for p in sound.net.parameters()
+    )
+    assert net(net.example_input(2)).shape == (2, cfg.data.num_classes)
