@@ -233,7 +233,9 @@ def _stand_in_vocab(plain: DictConfig) -> list[str]:
         assert plain.model[key] == asked, f"model.{key}={plain.model[key]} but the command asks for {asked} tokens"
     from hydra.utils import instantiate
 
-    tokenizer = instantiate(plain.data, tokenizer_dir=None).build_tokenizer()
+    tokenizer = instantiate(
+        plain.data, tokenizer_dir=None, **({"token_dir": None} if "token_dir" in plain.data else {})
+    ).build_tokenizer()
     return [f"model.{key}={getattr(tokenizer, VOCAB_KEYS[key])}" for key in keys]
 
 

@@ -4,13 +4,20 @@ Each document becomes `bos ids eos`; the documents of a split are concatenated i
 is cut into blocks of `block_size + 1` tokens (consecutive blocks share one token, so every position of the stream is
 a training target once; a last partial block is dropped). Batches are `{"ids": [B, block_size + 1]}` for
 `mmattn.lit.LanguageModelModule`.
+
+With `token_dir`, rank 0 of each node tokenizes every split once into `<split>.bin` files of uint16 (or uint32) ids
+(`mmattn.data.token_files`) and every process maps them read-only, so a process holds no copy of the corpus; the
+files are reused while the text, the tokenizer and the options stay the same, and written again when one changes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmattn.data import GeneratedData, ensure_dataset
+from mmattn.data.token_files import read_tokens, token_dtype, write_tokens
 
 from .bpe import BOS_ID, EOS_ID, UNK_ID
 from .scan import interpret, scan_splits
@@ -77,6 +85,9 @@ def read_documents(files: Sequence[Path], documents: str) -> list[str]:
 class PackedBlocks(Dataset):
     """Blocks of `block_size + 1` tokens cut from one token stream; item i = `{"ids": LongTensor[block_size + 1]}`.
 
+    The stream stays as given (a compact integer array, or a read-only memory map of a token file): only the blocks
+    asked for become int64.
+
     Raises:
         ValueError: The stream is shorter than one block.
     """
@@ -87,7 +98,7 @@ class PackedBlocks(Dataset):
                 f"the {split} split has {len(stream)} tokens, fewer than one block of block_size + 1 = "
                 f"{block_size + 1}; lower data.block_size or add text"
             )
-        self.stream = torch.from_numpy(np.asarray(stream, dtype=np.int64))
+        self.stream = stream
         self.block_size = block_size
 
     def __len__(self) -> int:
@@ -95,7 +106,7 @@ class PackedBlocks(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         start = i * self.block_size
-        return {"ids": self.stream[start : start + self.block_size + 1]}
+        return {"ids": torch.from_numpy(self.stream[start : start + self.block_size + 1].astype(np.int64))}
 
 
 class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
@@ -117,6 +128,8 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
         lowercase: BPE: lowercase before tokenising.
         tokenizer_dir: Where the tokenizer is saved and loaded from (normally the run directory).
         documents: What one document is: "line", "paragraph" (blank-line separated) or "file".
+        token_dir: Where each split's token file is written once and mapped from (normally the run directory);
+            None keeps the streams in memory in every process.
         block_size: Tokens a block holds as model input (the model's context_length at most).
         batch_size: Blocks per batch (per process).
         val_fraction: Share of documents held out when `root` has no split folders.
@@ -139,6 +152,7 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
         min_frequency: int = 2,
         lowercase: bool = False,
         tokenizer_dir: str | Path | None = None,
+        token_dir: str | Path | None = None,
         documents: Literal["line", "paragraph", "file"] = "paragraph",
         block_size: int = 256,
         batch_size: int = 32,
@@ -161,6 +175,7 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
         self.vocab_size = 260 if tokenizer == "bytes" else int(vocab_size)
         self.tokenizer_options = dict(vocab_size=self.vocab_size, min_frequency=min_frequency, lowercase=lowercase)
         self.tokenizer_dir = None if tokenizer_dir is None else Path(tokenizer_dir).expanduser()
+        self.token_dir = None if token_dir is None else Path(token_dir).expanduser()
         self.documents = documents
         self.block_size = block_size
         self.batch_size = batch_size
@@ -225,31 +240,98 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
         log.info(f"training a BPE tokenizer (vocab_size {self.vocab_size}) on {len(train_docs)} documents")
         return TextTokenizer.train(train_docs, **self.tokenizer_options)
 
-    def _stream(self, docs: Sequence[str], split: str) -> np.ndarray:
-        encoded = self.tokenizer.encode_batch(docs)
-        unknown = sum(ids.count(UNK_ID) for ids in encoded)
+    def _chunks(self, docs: Sequence[str], split: str, per_chunk: int = 4096) -> Iterator[np.ndarray]:
+        """The split's token stream (`bos ids eos` per document) in pieces of `per_chunk` documents."""
+        dtype = token_dtype(self.tokenizer.vocab_size)
+        unknown = 0
+        for first in range(0, len(docs), per_chunk):
+            encoded = self.tokenizer.encode_batch(list(docs[first : first + per_chunk]))
+            unknown += sum(ids.count(UNK_ID) for ids in encoded)
+            yield np.fromiter(
+                (t for ids in encoded for t in (BOS_ID, *ids, EOS_ID)),
+                dtype=dtype,
+                count=sum(len(ids) + 2 for ids in encoded),
+            )
         if unknown:
             log.warning(f"{split} split: {unknown} character run(s) outside the tokenizer's vocabulary became <unk>")
-        lengths = np.fromiter((len(ids) + 2 for ids in encoded), dtype=np.int64, count=len(encoded))
-        stream = np.empty(int(lengths.sum()), dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        for start, ids in zip(starts.tolist(), encoded):
-            stream[start] = BOS_ID
-            stream[start + 1 : start + 1 + len(ids)] = ids
-            stream[start + 1 + len(ids)] = EOS_ID
-        return stream
+
+    def _stream(self, docs: Sequence[str], split: str) -> np.ndarray:
+        return np.concatenate([np.zeros(0, dtype=token_dtype(self.tokenizer.vocab_size)), *self._chunks(docs, split)])
+
+    # ------------------------------------------------------------------------------------------ token files
+
+    def _split_names(self) -> list[str]:
+        """The splits the folder has (train and val always; test when it has a test folder)."""
+        if (self.root / "train").is_dir():
+            return [split for split in SPLIT_DIRS if split != "test" or self._split_dir("test") is not None]
+        return ["train", "val"]
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """What the token files are made from: every .txt file (path, size, time), the tokenizer and the options."""
+        files = [
+            (str(p.relative_to(self.root)), p.stat().st_size, p.stat().st_mtime_ns) for p in _text_files(self.root)
+        ]
+        tokenizer = json.dumps(self.tokenizer.to_dict(), sort_keys=True).encode()
+        return {
+            "files": hashlib.sha256(json.dumps(files).encode()).hexdigest(),
+            "tokenizer": hashlib.sha256(tokenizer).hexdigest(),
+            "documents": self.documents,
+            "split": [self.val_fraction, self.seed],
+        }
+
+    def _token_path(self, split: str) -> Path:
+        return self.token_dir / f"{split}.bin"
+
+    def _mapped(self) -> dict[str, np.ndarray] | None:
+        """Every split's token file mapped read-only, or None when one is missing or stale."""
+        fingerprint = self._fingerprint()
+        mapped = {split: read_tokens(self._token_path(split), fingerprint=fingerprint) for split in self._split_names()}
+        return None if any(m is None for m in mapped.values()) else mapped  # type: ignore[return-value]
+
+    def write_token_files(self) -> None:
+        """Tokenize every split once into `token_dir` (rank 0 of each node; `prepare_data` calls it)."""
+        fingerprint = self._fingerprint()
+        for split, docs in self._read_splits().items():
+            began = time.perf_counter()
+            count = write_tokens(
+                self._token_path(split),
+                self._chunks(docs, split),
+                vocab_size=self.tokenizer.vocab_size,
+                fingerprint=fingerprint,
+            )
+            log.info(
+                f"{split} split: {count:,} tokens of {len(docs):,} documents written to {self._token_path(split)} "
+                f"in {time.perf_counter() - began:.1f} s"
+            )
+
+    def prepare_data(self) -> None:
+        """Train and save the tokenizer, then write the token files (once: they are reused while current)."""
+        super().prepare_data()
+        if self.token_dir is not None:
+            self.setup_tokenizer()
+            if self._mapped() is None:
+                self.write_token_files()
 
     def setup(self, stage: str | None = None) -> None:
-        """Load (or build) the tokenizer, read, tokenize and pack every split once."""
+        """Load (or build) the tokenizer, then map every split's token file, or tokenize and pack in memory."""
         if self.datasets:
             return
         self.setup_tokenizer()
-        splits = self._read_splits()
-        for split, docs in splits.items():
-            self.datasets[split] = PackedBlocks(self._stream(docs, split), self.block_size, split)
+        if self.token_dir is not None:
+            streams = self._mapped()
+            if streams is None:  # setup without prepare_data (a direct call): write the files here
+                self.write_token_files()
+                streams = self._mapped()
+        else:
+            streams = {split: self._stream(docs, split) for split, docs in self._read_splits().items()}
+        for split, stream in streams.items():
+            self.datasets[split] = PackedBlocks(stream, self.block_size, split)
         self.datasets.setdefault("test", self.datasets["val"])
         counts = {split: len(ds) for split, ds in self.datasets.items()}
-        log.info(f"{self.root}: blocks of {self.block_size} tokens per split {counts}, tokenizer {self.tokenizer}")
+        where = "" if self.token_dir is None else f" (token files in {self.token_dir})"
+        log.info(
+            f"{self.root}: blocks of {self.block_size} tokens per split {counts}, tokenizer {self.tokenizer}{where}"
+        )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.datasets:

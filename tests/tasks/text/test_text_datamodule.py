@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,9 +55,52 @@ def test_a_flat_folder_is_split_by_documents_and_the_tokenizer_is_saved_and_reus
     again = TextFolderDataModule(tmp_path / "text", val_fraction=0.25, **kw)
     again.setup("fit")
     assert again.tokenizer == dm.tokenizer
-    assert torch.equal(again.datasets["val"].stream, dm.datasets["val"].stream)
+    assert np.array_equal(again.datasets["val"].stream, dm.datasets["val"].stream)
+    assert dm.datasets["train"].stream.dtype == np.uint16  # 2 bytes a token in memory, not int64's 8
     n_val = int((dm.datasets["val"].stream == BOS_ID).sum())
     assert n_val == 10 and int((dm.datasets["train"].stream == BOS_ID).sum()) == 30
+
+
+def test_token_files_are_written_once_mapped_by_every_process_and_rewritten_when_the_text_changes(
+    tmp_path: Path,
+) -> None:
+    from mmattn.data.token_files import read_tokens, write_tokens
+
+    _write(tmp_path / "text" / "train" / "a.txt", "".join(f"walk {w} twice\n" for w in ["left", "right"] * 20))
+    _write(tmp_path / "text" / "valid" / "b.txt", "walk left\nwalk right\n")
+    kw = dict(documents="line", block_size=4, vocab_size=64, min_frequency=1, tokenizer_dir=tmp_path / "tok")
+    memory = TextFolderDataModule(tmp_path / "text", **kw)
+    memory.setup("fit")
+    dm = TextFolderDataModule(tmp_path / "text", token_dir=tmp_path / "tokens", **kw)
+    dm.prepare_data()  # rank 0: the tokenizer, then the token files
+    files = sorted(p.name for p in (tmp_path / "tokens").iterdir())
+    assert files == ["train.bin", "train.json", "val.bin", "val.json"]
+    written = (tmp_path / "tokens" / "train.bin").stat().st_mtime_ns
+    other = TextFolderDataModule(tmp_path / "text", token_dir=tmp_path / "tokens", **kw)  # another process
+    other.prepare_data()
+    other.setup("fit")
+    assert (tmp_path / "tokens" / "train.bin").stat().st_mtime_ns == written, "current files are not rewritten"
+    stream = other.datasets["train"].stream
+    assert isinstance(stream, np.memmap) and stream.dtype == np.uint16 and not stream.flags.writeable
+    assert np.array_equal(stream, memory.datasets["train"].stream)
+    assert all(torch.equal(other.datasets["val"][i]["ids"], memory.datasets["val"][i]["ids"]) for i in range(1))
+    # Other text: the files no longer fit and are written again, from the new text.
+    _write(tmp_path / "text" / "valid" / "b.txt", "walk right twice\nwalk left twice\nwalk left\n")
+    again = TextFolderDataModule(tmp_path / "text", token_dir=tmp_path / "tokens", **kw)
+    again.setup("fit")
+    assert len(again.datasets["val"].stream) > len(other.datasets["val"].stream)
+    # A killed writer leaves only a temporary file; a file cut short after its description was written is named.
+    fingerprint = {"x": 1}
+    assert read_tokens(tmp_path / "none.bin", fingerprint=fingerprint) is None
+    write_tokens(tmp_path / "cut.bin", [np.arange(10)], vocab_size=16, fingerprint=fingerprint)
+    assert read_tokens(tmp_path / "cut.bin", fingerprint={"x": 2}) is None
+    with open(tmp_path / "cut.bin", "r+b") as f:
+        f.truncate(6)
+    with pytest.raises(ValueError, match=r"cut.bin holds 6 bytes but cut.json describes 10 tokens"):
+        read_tokens(tmp_path / "cut.bin", fingerprint=fingerprint)
+    with pytest.raises(ValueError, match=r"id 16 lies outside the vocabulary \[0, 16\)"):
+        write_tokens(tmp_path / "big.bin", [np.arange(17)], vocab_size=16, fingerprint=fingerprint)
+    assert not list(tmp_path.glob(".big.bin*")) and not (tmp_path / "big.bin").exists()
 
 
 def test_bad_folders_are_named(tmp_path: Path) -> None:

@@ -1,0 +1,95 @@
+"""Token streams on disk: written once (rank 0), memory-mapped by every process.
+
+A split's tokens live in `<name>.bin` (little-endian uint16 when every id fits, else uint32: 2 or 4 bytes a token
+instead of the 8 of int64) beside `<name>.json`, which records the dtype, the token count and a fingerprint of what
+made the tokens (the tokenizer, the source files, the options). Both are written to temporary files and renamed into
+place, the JSON last, so a killed writer leaves no file that passes for complete; a reader whose fingerprint differs
+(other text, another tokenizer) gets None and writes them again. Processes map the file read-only: the operating
+system's page cache holds the stream once per machine, not once per process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["read_tokens", "token_dtype", "write_tokens"]
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned dtype holding ids below `vocab_size` (uint16 up to 65,536 ids, else uint32)."""
+    if vocab_size < 1:
+        raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+    return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def write_tokens(
+    path: str | Path, chunks: Iterable[np.ndarray], *, vocab_size: int, fingerprint: Mapping[str, Any]
+) -> int:
+    """Write the concatenated `chunks` (integer id arrays) to `path` and their description beside it; the count.
+
+    Raises:
+        ValueError: An id outside [0, vocab_size) (it would wrap around in the smaller dtype).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dtype = token_dtype(vocab_size)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    count = 0
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                chunk = np.asarray(chunk)
+                if chunk.size and (chunk.min() < 0 or chunk.max() >= vocab_size):
+                    raise ValueError(
+                        f"{path}: id {int(chunk.max() if chunk.max() >= vocab_size else chunk.min())} lies outside "
+                        f"the vocabulary [0, {vocab_size})"
+                    )
+                f.write(chunk.astype(dtype, copy=False).tobytes())
+                count += int(chunk.size)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta = {"dtype": dtype.str, "tokens": count, "fingerprint": dict(fingerprint)}
+    meta_tmp = _meta_path(path).with_name(f".{path.stem}.json.{os.getpid()}.tmp")
+    meta_tmp.write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(meta_tmp, _meta_path(path))
+    return count
+
+
+def read_tokens(path: str | Path, *, fingerprint: Mapping[str, Any]) -> np.memmap | None:
+    """The stream at `path` mapped read-only, or None when it is missing, incomplete or made from something else.
+
+    Raises:
+        ValueError: The description and the file disagree on its size (the file was changed after it was written).
+    """
+    path = Path(path)
+    meta_path = _meta_path(path)
+    if not (path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    if meta.get("fingerprint") != json.loads(json.dumps(dict(fingerprint))):
+        return None
+    dtype = np.dtype(meta["dtype"])
+    if path.stat().st_size != meta["tokens"] * dtype.itemsize:
+        raise ValueError(
+            f"{path} holds {path.stat().st_size} bytes but {meta_path.name} describes {meta['tokens']} tokens of "
+            f"{dtype.itemsize} bytes; delete both files to tokenize again"
+        )
+    if meta["tokens"] == 0:
+        return np.zeros(0, dtype=dtype)  # type: ignore[return-value]  # numpy cannot map an empty file
+    return np.memmap(path, dtype=dtype, mode="r", shape=(meta["tokens"],))
