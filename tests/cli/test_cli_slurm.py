@@ -97,6 +97,9 @@ def _restart_when_requeued(job_id: str, env: dict[str, str]) -> None:
 
     _wait(requeued, 120, f"job {job_id} requeued")
     _wait(node_idle, 120, "the node to finish the interrupted run")
+    # slurmd revokes the old run's credentials at whole-second resolution: a new start in that same second is killed
+    # as "Job credential revoked" (seen under load, 0.4 s after the requeue). Start in a later second.
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True, env=env)
 
 
