@@ -247,11 +247,12 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
         for first in range(0, len(docs), per_chunk):
             encoded = self.tokenizer.encode_batch(list(docs[first : first + per_chunk]))
             unknown += sum(ids.count(UNK_ID) for ids in encoded)
-            yield np.fromiter(
-                (t for ids in encoded for t in (BOS_ID, *ids, EOS_ID)),
-                dtype=dtype,
-                count=sum(len(ids) + 2 for ids in encoded),
-            )
+            flat: list[int] = []
+            for ids in encoded:
+                flat.append(BOS_ID)
+                flat.extend(ids)
+                flat.append(EOS_ID)
+            yield np.asarray(flat, dtype=dtype)
         if unknown:
             log.warning(f"{split} split: {unknown} character run(s) outside the tokenizer's vocabulary became <unk>")
 
@@ -282,15 +283,13 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
     def _token_path(self, split: str) -> Path:
         return self.token_dir / f"{split}.bin"
 
-    def _mapped(self) -> dict[str, np.ndarray] | None:
-        """Every split's token file mapped read-only, or None when one is missing or stale."""
-        fingerprint = self._fingerprint()
+    def _mapped(self, fingerprint: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        """Every split's token file mapped read-only, or None when one is missing or made from something else."""
         mapped = {split: read_tokens(self._token_path(split), fingerprint=fingerprint) for split in self._split_names()}
         return None if any(m is None for m in mapped.values()) else mapped  # type: ignore[return-value]
 
-    def write_token_files(self) -> None:
-        """Tokenize every split once into `token_dir` (rank 0 of each node; `prepare_data` calls it)."""
-        fingerprint = self._fingerprint()
+    def write_token_files(self, fingerprint: dict[str, Any]) -> None:
+        """Tokenize every split once into `token_dir`, described by `fingerprint` (rank 0 of each node)."""
         for split, docs in self._read_splits().items():
             began = time.perf_counter()
             count = write_tokens(
@@ -309,8 +308,9 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
         super().prepare_data()
         if self.token_dir is not None:
             self.setup_tokenizer()
-            if self._mapped() is None:
-                self.write_token_files()
+            fingerprint = self._fingerprint()
+            if self._mapped(fingerprint) is None:
+                self.write_token_files(fingerprint)
 
     def setup(self, stage: str | None = None) -> None:
         """Load (or build) the tokenizer, then map every split's token file, or tokenize and pack in memory."""
@@ -318,10 +318,11 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
             return
         self.setup_tokenizer()
         if self.token_dir is not None:
-            streams = self._mapped()
+            fingerprint = self._fingerprint()
+            streams = self._mapped(fingerprint)
             if streams is None:  # setup without prepare_data (a direct call): write the files here
-                self.write_token_files()
-                streams = self._mapped()
+                self.write_token_files(fingerprint)
+                streams = self._mapped(fingerprint)
         else:
             streams = {split: self._stream(docs, split) for split, docs in self._read_splits().items()}
         for split, stream in streams.items():
