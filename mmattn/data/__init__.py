@@ -3,6 +3,8 @@
 from mmattn.data.demo import GeneratedData as GeneratedData
 from mmattn.data.demo import ensure_dataset as ensure_dataset
 from mmattn.data.splits import stratified_split as stratified_split
+from mmattn.data.resumable import ResumableDataLoader as ResumableDataLoader
+from mmattn.data.resumable import train_loader as train_loader
 from mmattn.data.classification import ClassificationDataModule as ClassificationDataModule
 from mmattn.data.sampler import FixedOrderTokenBudgetBatchSampler as FixedOrderTokenBudgetBatchSampler
 from mmattn.data.sampler import TokenBudgetBatchSampler as TokenBudgetBatchSampler

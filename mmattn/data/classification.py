@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from mmattn.data.resumable import ResumableDataLoader, train_loader
+
 __all__ = ["ClassificationDataModule"]
 
 
@@ -31,7 +33,7 @@ class ClassificationDataModule(L.LightningDataModule, ABC):
             empty split.
     """
 
-    loader_class: ClassVar[type[DataLoader]] = DataLoader
+    loader_class: ClassVar[type[ResumableDataLoader]] = ResumableDataLoader
     collate_fn: ClassVar[Callable[[list[Any]], Any] | None] = None
 
     def __init__(
@@ -83,17 +85,22 @@ class ClassificationDataModule(L.LightningDataModule, ABC):
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
-        return self.loader_class(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            # A set smaller than one batch would yield no batch at all; keep its single short batch instead.
-            drop_last=train and self.drop_last and len(dataset) >= self.batch_size,  # type: ignore[arg-type]
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            collate_fn=type(self).collate_fn,
-        )
+        options = {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+            "collate_fn": type(self).collate_fn,
+        }
+        if train:
+            return train_loader(
+                dataset,
+                getattr(self, "trainer", None),
+                batch_size=self.batch_size,
+                drop_last=self.drop_last,
+                loader_class=self.loader_class,
+                **options,
+            )
+        return self.loader_class(dataset, batch_size=self.batch_size, **options)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (training transforms)."""

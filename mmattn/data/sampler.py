@@ -29,6 +29,8 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mmattn.data.resumable import ResumableDataLoader, order_seed
+
 __all__ = [
     "FixedOrderTokenBudgetBatchSampler",
     "TokenBudgetBatchSampler",
@@ -243,13 +245,14 @@ def token_budget_loader(
         rank=rank,
         max_sentences=max_sentences,
     )
-    return DataLoader(
+    return ResumableDataLoader(
         dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
         collate_fn=collate_fn,
         persistent_workers=num_workers > 0,
+        seed=order_seed() if train else None,
     )
 
 

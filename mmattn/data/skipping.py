@@ -2,7 +2,8 @@
 
 A dataset built with `skip_bad_files` returns a `BadFile` in place of an item it cannot read; `collate_skipping`
 drops those from the batch and `SkippingDataLoader` warns once per pass over the data with the count and the first
-paths. The loader takes exactly DataLoader's arguments, so Lightning can re-create it with a DistributedSampler.
+paths. The loader takes DataLoader's arguments (and `ResumableDataLoader`'s `seed`), so Lightning can re-create it
+with a DistributedSampler.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import default_collate
+
+from mmattn.data.resumable import ResumableDataLoader
 
 __all__ = ["BadFile", "SkippingDataLoader", "collate_skipping"]
 
@@ -35,7 +38,7 @@ def collate_skipping(batch: Sequence[Any]) -> tuple[Any, list[str]]:
     return (default_collate(good) if good else None), skipped
 
 
-class SkippingDataLoader(DataLoader):
+class SkippingDataLoader(ResumableDataLoader):
     """DataLoader over `collate_skipping` batches: yields the batches, and warns at the end of each pass (also one
     cut short) how many files were skipped, naming the first few. Batches emptied by skipping are not yielded.
 

@@ -135,6 +135,10 @@ class MMattnModule(
         """Optimizer over weight-decay groups, plus the configured per-step schedule."""
         return configure_optimization(self, self.net, self.optimizer_factory, self.weight_decay, self.scheduler_options)
 
+    def on_train_start(self) -> None:
+        """Give a resumed fit's train loader its saved position (see `restore_loader_states`)."""
+        restore_loader_states(self.trainer)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record this module's class, so `mmattn.load(path)` knows what to rebuild."""
         from mmattn.checkpoint import MODULE_KEY
@@ -305,6 +309,18 @@ class MMattnModule(
             token=token,
         )
         return load_folder(folder, device=map_location, trust=tuple(trust), kinds=(cls,))
+
+
+def restore_loader_states(trainer: Any) -> None:
+    """Load the checkpoint's train-loader states (`mmattn.data.ResumableDataLoader` positions) into the loaders.
+
+    Lightning loads them when it creates the train loader during a resumed fit. `configure_optimizers` asks for
+    `trainer.estimated_stepping_batches` (for the schedule's length), which creates the loader before the checkpoint's
+    loop state is restored, so Lightning then keeps the states unused; this finishes its job before the first batch.
+    """
+    fit_loop = trainer.fit_loop
+    if fit_loop.restarting and getattr(fit_loop, "_combined_loader_states_to_load", None):
+        fit_loop._load_combined_loader_states()
 
 
 class DataFileReader:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -15,11 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from mmattn_testing import TINY_DATA, TINY_TRAIN, cli_path, metric_steps
+from mmattn_testing import TINY_DATA, TINY_TRAIN, cli_path, metric_steps, metric_values
 
-# A run long enough to be killed mid-epoch: 8 epochs of 5 batches; LastCheckpoint every 3 steps.
+# A run long enough to be killed mid-epoch: 8 epochs of 5 batches; LastCheckpoint every 3 steps. Every kind of random
+# draw is on: item augmentation (flips, random erasing), Mixup in the step, dropout and drop-path in the model.
 LONG = [
     *TINY_DATA,
+    "data.re_prob=0.25",
+    "module/mixup=mixup",
+    "model.drop_rate=0.1",
+    "model.drop_path_rate=0.1",
     "model.dim=32",
     "model.depth=1",
     "model.num_heads=2",
@@ -70,7 +76,7 @@ def _lr_column(csv_path: Path) -> dict[int, str]:
 
 
 @pytest.mark.slow
-def test_kill_9_mid_epoch_then_ckpt_path_last_continues_without_gap_or_repeat(
+def test_kill_9_mid_epoch_then_ckpt_path_last_continues_the_same_run_to_the_bit(
     probe_env, csv_steps, tmp_path: Path
 ) -> None:
     reference = tmp_path / "reference"
@@ -86,6 +92,22 @@ def test_kill_9_mid_epoch_then_ckpt_path_last_continues_without_gap_or_repeat(
     assert 12 <= saved["global_step"] < 40 and saved["global_step"] % 5 != 0  # a step checkpoint mid-epoch
     assert not (run / "metrics.json").exists()
 
+    # Resuming that mid-epoch state with another batch size cannot continue its order: one line says so.
+    other = tmp_path / "other_batch_size"
+    shutil.copytree(run, other)
+    proc = _popen(
+        [*LONG, "data.batch_size=4", f"hydra.run.dir={other}", "ckpt_path=last"],
+        tmp_path,
+        probe_env,
+        tmp_path / "other.log",
+    )
+    assert proc.wait(timeout=300) == 1
+    step = saved["global_step"]
+    assert (
+        f"mmattn-train: error: cannot continue the training order of epoch {step // 5} after batch {step % 5}: "
+        "batch_size 8 in the checkpoint, 4 now" in (tmp_path / "other.log").read_text()
+    )
+
     log = _run([*LONG, f"hydra.run.dir={run}", "ckpt_path=last"], tmp_path, probe_env, tmp_path / "resumed.log")
     assert f"Restored all states from the checkpoint at {run / 'checkpoints' / 'last.ckpt'}" in log
     final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
@@ -95,6 +117,9 @@ def test_kill_9_mid_epoch_then_ckpt_path_last_continues_without_gap_or_repeat(
     assert expected["train/loss"] == list(range(40))
     # Every metric has rows at exactly the steps of the uninterrupted run: no gap, no repeat.
     assert csv_steps(csv_path) == expected
+    # And it is the same run: the same samples, augmentation and dropout give the same loss at every step, to the bit.
+    reference_loss = metric_values(reference / "csv" / "version_0" / "metrics.csv", "train/loss")
+    assert metric_values(csv_path, "train/loss") == reference_loss
     # The learning-rate schedule continued where it stopped (values are a function of the step only).
     assert _lr_column(csv_path) == _lr_column(reference / "csv" / "version_0" / "metrics.csv")
     assert [p.name for p in (run / "csv").iterdir()] == ["version_0"]

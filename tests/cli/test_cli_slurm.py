@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmattn_testing import HELPERS, TINY_TRAIN, cli_path, metric_steps
+from mmattn_testing import HELPERS, TINY_TRAIN, cli_path, metric_steps, metric_values
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "scripts" / "slurm" / "local_cluster.sh"
@@ -133,6 +133,12 @@ def _compare_with(uninterrupted: Path, run: Path, log: str) -> None:
     ref, got = (metric_steps(r / "csv" / "version_0" / "metrics.csv") for r in (uninterrupted, run))
     assert got["train/loss"] == list(range(16))
     assert got == ref  # every metric logged at the same steps, once
+    # The same run: the same batches on each rank give the same loss at every step (gloo's sums may round apart).
+    ref_loss, got_loss = (
+        metric_values(r / "csv" / "version_0" / "metrics.csv", "train/loss") for r in (uninterrupted, run)
+    )
+    assert got_loss.keys() == ref_loss.keys()
+    assert all(got_loss[s] == pytest.approx(ref_loss[s], rel=1e-6, abs=0) for s in ref_loss), (got_loss, ref_loss)
     assert [p.name for p in (run / "csv").iterdir()] == ["version_0"]
     assert not (run / "checkpoints" / "preempted.ckpt").exists()
     assert len(list(run.rglob("metrics.json"))) == 1

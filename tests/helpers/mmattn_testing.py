@@ -206,6 +206,12 @@ def metric_steps(csv_path: Path) -> dict[str, list[int]]:
     return steps
 
 
+def metric_values(csv_path: Path, key: str) -> dict[int, float]:
+    """The values of one metric column of a CSVLogger file by step (the CSV keeps a float's every digit)."""
+    with open(csv_path, newline="") as f:
+        return {int(row["step"]): float(row[key]) for row in csv.DictReader(f) if row.get(key, "") != ""}
+
+
 def is_picture(path) -> bool:
     """Whether `path` is a valid PNG file whose pixels are not all alike (a picture with content)."""
     import numpy as np

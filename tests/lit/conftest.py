@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from mmattn.data import train_loader
 from mmattn.lit import ClassificationModule
 
 
@@ -41,7 +42,7 @@ class TinyData(pl.LightningDataModule):
         self.batch_size = batch_size
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True)
+        return train_loader(self.dataset, self.trainer, batch_size=self.batch_size, drop_last=False)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset, batch_size=self.batch_size)

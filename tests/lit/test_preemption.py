@@ -25,30 +25,33 @@ class SignalAt(pl.Callback):
 
 
 class Steps(pl.Callback):
-    """Records the global step after every optimizer step this process ran."""
+    """Records the global step and the training loss after every optimizer step this process ran."""
 
     def __init__(self) -> None:
         self.seen: list[int] = []
+        self.losses: dict[int, float] = {}
 
-    def on_train_batch_end(self, trainer, *args) -> None:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seen.append(trainer.global_step)
+        self.losses[trainer.global_step] = outputs["loss"].item()
 
 
 def _fit(make_module, make_trainer, tiny_data, tmp_path: Path, *callbacks, ckpt_path=None):
     steps = Steps()
     trainer = make_trainer(max_epochs=3, limit_val_batches=1, callbacks=[*callbacks, steps], enable_checkpointing=True)
+    torch.manual_seed(0)  # the same initial weights in every run
     module = make_module()
     trainer.fit(module, datamodule=tiny_data(), ckpt_path=ckpt_path)
-    return trainer, steps.seen
+    return trainer, steps
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGUSR2, 128 + 12)])
-def test_signal_mid_epoch_saves_stops_and_resume_finishes_every_step(
+def test_signal_mid_epoch_saves_stops_and_resume_continues_the_same_run(
     signum, code, make_module, make_trainer, tiny_data, tmp_path: Path, monkeypatch
 ) -> None:
     for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID"):
         monkeypatch.delenv(var, raising=False)  # outside SLURM nothing is requeued
-    reference, _ = _fit(make_module, make_trainer, tiny_data, tmp_path / "reference")
+    reference, reference_steps = _fit(make_module, make_trainer, tiny_data, tmp_path / "reference")
     total = reference.global_step
     assert total == 15  # 3 epochs of 40 samples in batches of 8
 
@@ -62,10 +65,12 @@ def test_signal_mid_epoch_saves_stops_and_resume_finishes_every_step(
     assert signal.getsignal(signal.SIGTERM) is not preemption._record  # handlers restored after fit
 
     resumed_preemption = PreemptionCheckpoint(tmp_path / "checkpoints")
-    trainer, seen = _fit(
+    trainer, steps = _fit(
         make_module, make_trainer, tiny_data, tmp_path, resumed_preemption, ckpt_path=resumed_preemption.ckpt_path
     )
-    assert seen == list(range(9, total + 1))  # exactly the remaining optimizer steps, none twice
+    assert steps.seen == list(range(9, total + 1))  # exactly the remaining optimizer steps, none twice
+    # on the batches the uninterrupted run trained on then: the same loss at every step, to the bit
+    assert steps.losses == {step: reference_steps.losses[step] for step in steps.seen}
     assert trainer.global_step == total
     assert not resumed_preemption.ckpt_path.exists()  # a finished run removes it (last.ckpt holds later state)
 

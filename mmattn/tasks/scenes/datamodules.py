@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from mmattn.data import GeneratedData
+from mmattn.data import GeneratedData, train_loader
 from mmattn.tasks.text import encode as text_ids
 from mmattn.tasks.text.bpe import PAD_ID
 from mmattn.tasks.text.tokenizer import TextTokenizer
@@ -237,18 +237,17 @@ class SceneDataModule(GeneratedData, TokenizerInRunDir, L.LightningDataModule):
     def _loader(self, split: str) -> DataLoader:
         if not self.datasets:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
-        dataset, train = self.datasets[split], split == "train"
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            # A set smaller than one batch would yield no batch at all; keep its single short batch instead.
-            drop_last=train and self.drop_last and len(dataset) >= self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=type(self).collate,
-        )
+        dataset = self.datasets[split]
+        options = {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.num_workers > 0,
+            "collate_fn": type(self).collate,
+        }
+        if split == "train":
+            trainer = getattr(self, "trainer", None)
+            return train_loader(dataset, trainer, batch_size=self.batch_size, drop_last=self.drop_last, **options)
+        return DataLoader(dataset, batch_size=self.batch_size, **options)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (random captions, colour jitter)."""

@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from mmattn.data import train_loader
 from mmattn.tasks.text import encode as text_ids
 from mmattn.tasks.text.bpe import PAD_ID
 
@@ -135,30 +136,19 @@ class SpokenTextDataModule(SpokenDigitsDataModule):
         dataset = self.datasets[split]
         trainer = getattr(self, "trainer", None)
         world = 1 if trainer is None else trainer.world_size
-        # A set smaller than one batch would yield no batch at all; keep its single short batch instead.
-        drop_last = train and self.drop_last and len(dataset) >= self.batch_size * world
+        options = {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+            "collate_fn": collate_spoken_text,
+        }
+        if train:
+            return train_loader(dataset, trainer, batch_size=self.batch_size, drop_last=self.drop_last, **options)
         sampler = None
         if world > 1:
             # Built here rather than injected by Lightning, so the demo also shards with use_distributed_sampler off.
-            sampler = DistributedSampler(
-                dataset,
-                num_replicas=world,
-                rank=trainer.global_rank,
-                shuffle=train,
-                seed=self.seed,
-                drop_last=drop_last,
-            )
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            drop_last=drop_last,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            collate_fn=collate_spoken_text,
-        )
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=trainer.global_rank, shuffle=False)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **options)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled fixed-size training batches, the last incomplete one dropped."""

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmattn.data import GeneratedData, ensure_dataset
+from mmattn.data import GeneratedData, ensure_dataset, train_loader
 from mmattn.data.token_files import read_tokens, token_dtype, write_tokens
 
 from .bpe import BOS_ID, EOS_ID, UNK_ID
@@ -337,14 +337,11 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            drop_last=shuffle and len(self.datasets[split]) > self.batch_size,
-        )
+        options = {"num_workers": self.num_workers, "pin_memory": self.pin_memory}
+        if shuffle:
+            trainer = getattr(self, "trainer", None)
+            return train_loader(self.datasets[split], trainer, batch_size=self.batch_size, drop_last=True, **options)
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, **options)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled blocks of the training stream."""
