@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmattn.data import GeneratedData, ensure_dataset
-from mmattn.data.token_files import read_tokens, token_dtype, write_tokens
+from mmattn.data.token_files import MappedTokens, read_tokens, token_dtype, write_tokens
 
 from .corpus import DOCUMENT_MODES, DocumentStream, default_workers, encode_stream, read_documents, text_files
 from .scan import interpret, scan_splits
@@ -53,7 +53,9 @@ class PackedBlocks(Dataset):
     """Blocks of `block_size + 1` tokens cut from one token stream; item i = `{"ids": LongTensor[block_size + 1]}`.
 
     The stream stays as given (a compact integer array, or a read-only memory map of a token file): only the blocks
-    asked for become int64.
+    asked for become int64. A mapped stream pickles as its file's name, dtype and length, and is mapped again on
+    first use in the process that unpickles it, so loader workers started with spawn or forkserver (and DDP
+    processes) share the page cache instead of each receiving a copy of the corpus.
 
     Raises:
         ValueError: The stream is shorter than one block.
@@ -65,8 +67,16 @@ class PackedBlocks(Dataset):
                 f"the {split} split has {len(stream)} tokens, fewer than one block of block_size + 1 = "
                 f"{block_size + 1}; lower data.block_size or add text"
             )
-        self.stream = stream
+        self._stream: np.ndarray | None = stream
+        self._mapping: MappedTokens | None = MappedTokens.of(stream)
         self.block_size = block_size
+
+    @property
+    def stream(self) -> np.ndarray:
+        """The token stream (mapped again here if this object was unpickled from a mapped one)."""
+        if self._stream is None:
+            self._stream = self._mapping.open()
+        return self._stream
 
     def __len__(self) -> int:
         return (len(self.stream) - 1) // self.block_size
@@ -74,6 +84,12 @@ class PackedBlocks(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         start = i * self.block_size
         return {"ids": torch.from_numpy(self.stream[start : start + self.block_size + 1].astype(np.int64))}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self._mapping is not None:
+            state["_stream"] = None  # pickling the map would copy every token into the pickle
+        return state
 
 
 class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):

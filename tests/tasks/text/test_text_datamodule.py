@@ -1,8 +1,9 @@
 """Plain-text LM data: documents, packing with bos/eos into overlapping blocks, folder layouts, the SCAN demo text;
-streamed and parallel tokenization into token files."""
+streamed and parallel tokenization into token files, and token maps that pickle as file names."""
 
 from __future__ import annotations
 
+import pickle
 import tracemalloc
 from pathlib import Path
 
@@ -206,3 +207,24 @@ def test_tokenizing_holds_a_few_chunks_not_the_corpus(tmp_path: Path, monkeypatc
     assert text_bytes > 2_000_000 and peak < text_bytes / 4, (peak, text_bytes)
     # Each paragraph's bytes plus bos and eos, where the file had "\n\n" between paragraphs and "\n" at its end.
     assert (tmp_path / "tokens" / "train.bin").stat().st_size == 2 * (text_bytes + 3)
+
+
+def test_a_mapped_stream_pickles_as_its_file_name_and_is_mapped_again(tmp_path: Path) -> None:
+    root = _corpus(tmp_path / "text", 300)
+    dm = TextFolderDataModule(root, tokenizer="bytes", token_dir=tmp_path / "tokens", block_size=16)
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    data = pickle.dumps(train)
+    assert train.stream.nbytes > 50_000 and len(data) < 1000  # a spawn worker or DDP process gets the name only
+    copy = pickle.loads(data)
+    assert copy._stream is None  # mapped on first use, in the process that uses it
+    assert len(copy) == len(train) and all(torch.equal(copy[i]["ids"], train[i]["ids"]) for i in (0, 7, len(train) - 1))
+    assert isinstance(copy.stream, np.memmap) and not copy.stream.flags.writeable
+    # In memory (no token_dir), or a slice of a map (not a whole file), the stream itself travels along.
+    part = type(train)(train.stream[:100], 16)
+    assert pickle.loads(pickle.dumps(part)).stream.tolist() == train.stream[:100].tolist()
+    # The file written again under the same name (another run sharing token_dir): named, not read as other tokens.
+    stale = pickle.loads(data)
+    (tmp_path / "tokens" / "train.bin").write_bytes(bytes(train.stream.nbytes))
+    with pytest.raises(ValueError, match=r"train.bin was written again or removed while a process still read it"):
+        stale[0]
