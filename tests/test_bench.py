@@ -21,7 +21,7 @@ def _positive_finite(value: object) -> bool:
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    """One `--quick` run of every section (about 50 s on 2 cores), shared by the tests of this module."""
+    """One `--quick` run of every section (about a minute on 2 cores), shared by the tests of this module."""
     out = tmp_path_factory.mktemp("bench") / "sub" / "bench.json"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
