@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Benchmark the attention core against torch and timm: attention speed, a ViT-Tiny training step, attention memory,
-the audio pipeline, translation decoding and training, language-model sampling, DDP scaling.
+the audio pipeline, translation decoding and training, language-model sampling, DDP scaling, and the LM corpus (time
+to tokenize a 200 MB corpus; peak RSS of LM training against corpus size).
 
 Prints one JSON object on stdout and nothing else (progress goes to stderr):
 
@@ -8,6 +9,7 @@ Prints one JSON object on stdout and nothing else (progress goes to stderr):
     python scripts/bench.py --only attention --repeats 30 --out bench.json
     python scripts/bench.py --quick                          # tiny shapes, seconds (used by the tests)
     python scripts/bench.py --device cuda
+    python scripts/bench.py --only lm_corpus --corpus-mb 10,200     # ~10 min on 2 cores, ~1.5 GB of temporary disk
 
 Method: warm-up calls, then timed repetitions with the candidates interleaved (A, B, C, B, C, A, ...) so drifting
 machine load hits every candidate alike; the median of the repetitions; ratios come from the same process. Peak
@@ -38,7 +40,7 @@ from torch import Tensor, nn
 
 from mmattn.nn import MultiHeadAttention
 
-SECTIONS = ("attention", "vit", "memory", "audio", "translation", "lm", "ddp")
+SECTIONS = ("attention", "vit", "memory", "audio", "translation", "lm", "ddp", "lm_corpus")
 MEMORY_CASES = ("fused", "explicit", "need_weights")
 MIB = 2**20
 
@@ -57,6 +59,8 @@ TARGETS = {
     "seq2seq_train_step ours/torch": 1.0,
     # Sampling 256 tokens from a decoder-only LM on the KV cache must be >= 3x faster than recomputing every prefix.
     "lm_sample_256 cached/recompute": 1 / 3,
+    # The peak RSS of an LM training process (tokenizing included) must not grow with the corpus: 200 MB vs 10 MB.
+    "lm_corpus process_peak_rss largest/smallest": 1.1,
 }
 
 
@@ -763,6 +767,230 @@ def bench_ddp(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ----------------------------------------------------------------------------------------------------- lm corpus
+
+MB = 10**6  # corpus sizes and throughput in decimal MB, as file sizes are quoted; memory in MiB
+# Ranks of a few real function words first, then made-up words from syllables: Zipfian text whose BPE looks English.
+CORPUS_COMMON = (
+    "the of and to a in is it you that he was for on are with as his they be at one have this from or had by word "
+    "but what some we can out other were all there when up use your how said an each she which do their time if will "
+    "way about many then them write would like so these her long make thing see him two has look more day could go"
+).split()
+CORPUS_FILE_MB = 8  # the training text is split into files of this size, as real corpora are
+CORPUS_TRAIN_STEPS = 30
+
+
+def _corpus_words(count: int, rng: Any) -> list[str]:
+    """`count` distinct words: CORPUS_COMMON, then pronounceable made-up ones of 1-3 syllables."""
+    onsets = "b c d f g h j k l m n p r s t v w y z bl br ch cl cr dr fl fr gl gr pl pr sh sk sp st th tr".split()
+    nuclei = "a e i o u a e i o ai ea ee oo ou ie".split()
+    codas = ["", "", "", "n", "r", "s", "t", "l", "nd", "st", "ng", "ck", "m", "rt", "ld"]
+    words, seen = list(CORPUS_COMMON), set(CORPUS_COMMON)
+    while len(words) < count:
+        syllables = rng.integers(1, 4)
+        word = "".join(rng.choice(onsets) + rng.choice(nuclei) for _ in range(syllables)) + rng.choice(codas)
+        if word not in seen:
+            seen.add(word)
+            words.append(word)
+    return words
+
+
+def _corpus_text(nbytes: int, rng: Any, words: Any, cdf: Any) -> str:
+    """About `nbytes` of paragraphs (2-8 sentences of 5-25 Zipf-drawn words), blank-line separated."""
+    import numpy as np
+
+    out: list[str] = []
+    size = 0
+    while size < nbytes:
+        drawn = words[np.minimum(np.searchsorted(cdf, rng.random(100_000)), len(words) - 1)].tolist()
+        lengths, per_paragraph = rng.integers(5, 26, size=10_000), rng.integers(2, 9, size=10_000)
+        start = paragraphs = 0
+        sentences: list[str] = []
+        for length in lengths:
+            if start + length > len(drawn) or size >= nbytes:
+                break
+            sentence = " ".join(drawn[start : start + length])
+            start += length
+            sentences.append(sentence[0].upper() + sentence[1:] + ".")
+            if len(sentences) == per_paragraph[paragraphs]:
+                paragraph = " ".join(sentences) + "\n\n"
+                out.append(paragraph)
+                size += len(paragraph)
+                sentences, paragraphs = [], paragraphs + 1
+    return "".join(out)
+
+
+def write_corpus(root: Path, nbytes: int, seed: int = 0) -> int:
+    """An English-like corpus of about `nbytes`, 99% as `root/train/part-NNN.txt` and 1% in `root/valid/`; its bytes.
+
+    Deterministic in `seed`: a 20,000-word vocabulary drawn with Zipf weights (exponent 1.07), nothing downloaded.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    words = np.array(_corpus_words(20_000, rng), dtype=object)
+    weights = 1.0 / (np.arange(len(words)) + 2.7) ** 1.07
+    cdf = np.cumsum(weights / weights.sum())
+    total = 0
+    held = max(nbytes // 100, 20_000)
+    for split, size in (("train", nbytes - held), ("valid", held)):
+        (root / split).mkdir(parents=True)
+        for part, first in enumerate(range(0, size, CORPUS_FILE_MB * MB)):
+            path = root / split / f"part-{part:03d}.txt"
+            path.write_text(_corpus_text(min(CORPUS_FILE_MB * MB, size - first), rng, words, cdf), encoding="utf-8")
+            total += path.stat().st_size
+    return total
+
+
+def _rss_breakdown_mib() -> dict[str, float]:
+    """Current anonymous and file-backed RSS (a mapped token file's pages that were read count as the latter)."""
+    return {field: _status_kib(field) / 1024 for field in ("VmRSS", "RssAnon", "RssFile")}
+
+
+def _peak_since(reset: bool) -> float:
+    """Peak RSS in MiB since the last reset, or since the process began when the kernel cannot reset it."""
+    return (_status_kib("VmHWM") * 1024 if reset else max(_maxrss_bytes(), _rss_bytes())) / MIB
+
+
+def corpus_case(root: str, quick: bool) -> dict[str, Any]:
+    """Tokenize `root/text` into token files, then train a tiny GPT on them with `mmattn.cli.train.train`: the
+    seconds and the peak RSS of each phase in this one process (as in an `mmattn-train` run on rank 0)."""
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+    from omegaconf import open_dict
+
+    from mmattn.cli.train import train
+
+    run = Path(root)
+    steps = 3 if quick else CORPUS_TRAIN_STEPS
+    overrides = [
+        "data=text_folder",
+        f"data.root={run / 'text'}",
+        f"data.tokenizer_dir={run / 'tokenizer'}",
+        f"data.token_dir={run / 'tokens'}",
+        "data.block_size=128",
+        "data.batch_size=16",
+        "data.num_workers=0",
+        "data.pin_memory=false",
+        "model=gpt_demo",
+        "model.dim=64",
+        "model.depth=2",
+        "model.num_heads=2",
+        "module=language_model",
+        "module.scheduler.warmup_steps=5",
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        f"+trainer.limit_train_batches={steps}",
+        "+trainer.limit_val_batches=2",
+        "test=false",
+    ]
+    with initialize_config_module("mmattn.configs", version_base="1.3"):
+        cfg = compose("train", overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run / "run")
+        cfg.paths.log_dir = str(run / "logs")
+
+    # The phases of prepare_data (rank 0), timed apart: the BPE from the streamed train split, then the token files.
+    datamodule = instantiate(cfg.data)  # imports torch and Lightning
+    baseline = _rss_breakdown_mib()
+    import_peak = _peak_since(False)
+    reset = _reset_peak_rss()
+    began = time.perf_counter()
+    datamodule.build_tokenizer().save(datamodule.tokenizer_dir)
+    bpe_s = time.perf_counter() - began
+    bpe_peak = _peak_since(reset)
+    reset = _reset_peak_rss()
+    began = time.perf_counter()
+    datamodule.prepare_data()  # finds the tokenizer saved: writes the token files
+    tokenize_s = time.perf_counter() - began
+    tokenize_peak = _peak_since(reset)
+    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    tokens = {p.stem: json.loads(p.read_text())["tokens"] for p in sorted((run / "tokens").glob("*.json"))}
+    token_bytes = sum(p.stat().st_size for p in (run / "tokens").glob("*.bin"))
+
+    with open_dict(cfg):
+        cfg.model.vocab_size = datamodule.tokenizer.vocab_size
+    reset = _reset_peak_rss()
+    began = time.perf_counter()
+    train(cfg)  # the mmattn-train path: its prepare_data finds the token files current and maps them
+    train_s = time.perf_counter() - began
+    train_peak = _peak_since(reset)
+    after_train = _rss_breakdown_mib()
+
+    # Every page of the mapped training tokens read once, as a whole epoch would: they count as file-backed RSS.
+    import numpy as np
+
+    from mmattn.data.token_files import read_tokens
+
+    meta = json.loads((run / "tokens" / "train.json").read_text())
+    stream = read_tokens(run / "tokens" / "train.bin", fingerprint=meta["fingerprint"])
+    for first in range(0, len(stream), 1 << 24):
+        np.max(stream[first : first + (1 << 24)])
+    return {
+        "rss_after_imports_mib": baseline,
+        "bpe_train_s": bpe_s,
+        "bpe_peak_rss_mib": bpe_peak,
+        "tokenize_write_s": tokenize_s,
+        "tokenize_peak_rss_mib": tokenize_peak,
+        "tokenize_workers": datamodule._workers(),
+        # Forked: a worker's RSS counts the pages it shares with this process too.
+        "tokenize_worker_peak_rss_mib": workers_peak / MIB,
+        "tokens": tokens,
+        "token_file_mb": token_bytes / MB,
+        "vocab_size": datamodule.tokenizer.vocab_size,
+        "train_steps": steps,
+        "train_s": train_s,
+        "train_peak_rss_mib": train_peak,
+        # Not ru_maxrss: resetting VmHWM resets it too.
+        "process_peak_rss_mib": max(import_peak, bpe_peak, tokenize_peak, train_peak),
+        "rss_after_train_mib": after_train,
+        "rss_after_reading_every_train_token_mib": _rss_breakdown_mib(),
+        "peak_method": "/proc/self/status VmHWM after clear_refs=5" if reset else "resource.getrusage ru_maxrss",
+    }
+
+
+def bench_lm_corpus(args: argparse.Namespace) -> dict[str, Any]:
+    """Time to tokenize and write an English-like corpus, and the peak RSS of an LM training process, per corpus size:
+    the claim is that peak RSS does not grow with the corpus (token files are streamed in and memory-mapped)."""
+    import shutil
+    import tempfile
+
+    sizes = args.corpus_mb or ([0.2, 1.0] if args.quick else [10.0, 200.0])
+    cases = {}
+    with tempfile.TemporaryDirectory(prefix="bench_lm_corpus_") as tmp:
+        for mb in sizes:
+            root = Path(tmp) / f"{mb:g}MB"
+            began = time.perf_counter()
+            text_bytes = write_corpus(root / "text", int(mb * MB))
+            generate_s = time.perf_counter() - began
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--corpus-case", str(root)]
+            cmd += ["--quick"] if args.quick else []
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr passes through
+            if proc.returncode != 0:
+                raise RuntimeError(f"lm_corpus case {mb:g} MB failed with exit code {proc.returncode} (stderr above)")
+            case = {"corpus_mb": text_bytes / MB, "generate_s": generate_s, **json.loads(proc.stdout)}
+            case["tokenize_mb_per_s"] = case["corpus_mb"] / case["tokenize_write_s"]
+            cases[f"{mb:g}"] = case
+            log(
+                f"lm_corpus {case['corpus_mb']:.1f} MB: BPE {case['bpe_train_s']:.1f} s, tokenize+write "
+                f"{case['tokenize_write_s']:.1f} s ({case['tokenize_mb_per_s']:.2f} MB/s, "
+                f"{case['tokenize_workers']} workers), peak RSS tokenize {case['tokenize_peak_rss_mib']:.0f} MiB, "
+                f"train {case['train_peak_rss_mib']:.0f} MiB, process {case['process_peak_rss_mib']:.0f} MiB"
+            )
+            shutil.rmtree(root)  # the next, larger corpus needs the disk space
+    small, large = cases[f"{min(sizes):g}"], cases[f"{max(sizes):g}"]
+    keys = ("bpe_peak_rss_mib", "tokenize_peak_rss_mib", "train_peak_rss_mib", "process_peak_rss_mib")
+    return {
+        "what": (
+            "per corpus size, in one fresh process: BPE (data.vocab_size 8000) trained from the streamed train split, "
+            "tokenize + write the token files (data.tokenize_workers default), then mmattn-train of a tiny GPT "
+            f"(d=64, 2 layers, blocks of 128, batch 16) for {small['train_steps']} steps on the mapped files"
+        ),
+        "cases": cases,
+        "ratio": {f"largest/smallest {k}": large[k] / small[k] for k in keys},
+    }
+
+
 def check_targets(result: dict[str, Any]) -> dict[str, Any]:
     """The worst ratio per target across shapes, and whether it is within the limit."""
     worst: dict[str, float] = {}
@@ -777,6 +1005,9 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
         worst["seq2seq_train_step ours/torch"] = result["translation"]["train_step"]["ratio"]["ours/torch"]
     if "lm_sampling" in result and result["lm_sampling"]["shape"]["tokens"] == 256:
         worst["lm_sample_256 cached/recompute"] = result["lm_sampling"]["ratio"]["cached/recompute"]
+    if "lm_corpus" in result:
+        ratio = result["lm_corpus"]["ratio"]["largest/smallest process_peak_rss_mib"]
+        worst["lm_corpus process_peak_rss largest/smallest"] = ratio
     return {name: {"limit": TARGETS[name], "worst": w, "pass": w <= TARGETS[name]} for name, w in worst.items()}
 
 
@@ -793,6 +1024,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     p.add_argument("--memory-case", choices=MEMORY_CASES, default=None, help=argparse.SUPPRESS)
     p.add_argument("--memory-shape", default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--corpus-mb",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=None,
+        help="lm_corpus: comma-separated corpus sizes in MB (default 10,200; 0.2,1 with --quick)",
+    )
+    p.add_argument("--corpus-case", default=None, help=argparse.SUPPRESS)
     p.add_argument("--ddp-case", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--ddp-data", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -802,6 +1040,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--only {args.only!r}: unknown section(s) {unknown}; choose from {','.join(SECTIONS)}")
     if args.repeats is not None and args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.corpus_mb is not None and (len(args.corpus_mb) < 2 or min(args.corpus_mb) <= 0):
+        p.error(f"--corpus-mb takes two or more positive sizes, e.g. 10,200; got {args.corpus_mb}")
     return args
 
 
@@ -839,6 +1079,12 @@ def main(argv: list[str] | None = None) -> None:
     """Run the selected benchmarks and print the JSON."""
     args = parse_args(argv)
     stdout = sys.stdout
+    if args.corpus_case is not None:
+        # Threads as a training run has them (all cores), so setup() is not called either.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = corpus_case(args.corpus_case, args.quick)
+        print(json.dumps(result), file=stdout)
+        return
     if args.ddp_case is not None:
         # Threads are Lightning's business here (cores / processes), so setup() is not called.
         with contextlib.redirect_stdout(sys.stderr):
@@ -884,6 +1130,7 @@ def main(argv: list[str] | None = None) -> None:
             ("translation", lambda: bench_translation(args, device)),
             ("lm", lambda: bench_lm(args, device)),
             ("ddp", lambda: bench_ddp(args)),
+            ("lm_corpus", lambda: bench_lm_corpus(args)),
         ):
             if section in args.sections:
                 t0 = time.perf_counter()

@@ -21,7 +21,7 @@ def _positive_finite(value: object) -> bool:
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    """One `--quick` run of every section (about 20 s on 2 cores), shared by the tests of this module."""
+    """One `--quick` run of every section (about a minute on 2 cores), shared by the tests of this module."""
     out = tmp_path_factory.mktemp("bench") / "sub" / "bench.json"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
@@ -49,6 +49,7 @@ def test_meta_and_out_file(quick_run: tuple[dict, Path]) -> None:
         "translation",
         "lm_sampling",
         "ddp_scaling",
+        "lm_corpus",
     }
     assert _positive_finite(meta["elapsed_s"])
 
@@ -131,6 +132,21 @@ def test_ddp_section(quick_run: tuple[dict, Path]) -> None:
 
 
 @pytest.mark.slow
+def test_lm_corpus_section(quick_run: tuple[dict, Path]) -> None:
+    corpus = quick_run[0]["lm_corpus"]
+    assert set(corpus["cases"]) == {"0.2", "1"}  # --quick: 0.2 and 1 MB instead of 10 and 200
+    for size, case in corpus["cases"].items():
+        assert case["corpus_mb"] == pytest.approx(float(size), rel=0.05)
+        assert case["tokens"]["train"] > case["tokens"]["val"] > 0 and case["train_steps"] == 3
+        assert case["token_file_mb"] == pytest.approx(2 * sum(case["tokens"].values()) / 1e6)  # uint16 ids
+        peaks = [case[k] for k in ("bpe_peak_rss_mib", "tokenize_peak_rss_mib", "train_peak_rss_mib")]
+        assert all(_positive_finite(v) for v in [*peaks, case["tokenize_mb_per_s"], case["train_s"]]), case
+        assert case["process_peak_rss_mib"] >= case["rss_after_imports_mib"]["VmRSS"] - 1
+        assert set(case["rss_after_train_mib"]) == {"VmRSS", "RssAnon", "RssFile"}
+    assert all(_positive_finite(v) for v in corpus["ratio"].values()), corpus["ratio"]
+
+
+@pytest.mark.slow
 def test_targets_listed(quick_run: tuple[dict, Path]) -> None:
     targets = quick_run[0]["targets"]
     assert set(targets) == {
@@ -138,6 +154,7 @@ def test_targets_listed(quick_run: tuple[dict, Path]) -> None:
         "attention ours/bare",
         "vit_train_step ours/timm",
         "seq2seq_train_step ours/torch",  # --quick decodes 16 tokens, so the 128-token target is not listed
+        "lm_corpus process_peak_rss largest/smallest",
     }
     for t in targets.values():
         assert _positive_finite(t["worst"]) and _positive_finite(t["limit"]) and isinstance(t["pass"], bool)

@@ -5,20 +5,23 @@ instead of the 8 of int64) beside `<name>.json`, which records the dtype, the to
 made the tokens (the tokenizer, the source files, the options). Both are written to temporary files and renamed into
 place, the JSON last, so a killed writer leaves no file that passes for complete; a reader whose fingerprint differs
 (other text, another tokenizer) gets None and writes them again. Processes map the file read-only: the operating
-system's page cache holds the stream once per machine, not once per process.
+system's page cache holds the stream once per machine, not once per process. `MappedTokens` names such a map so
+that it can cross a process boundary (a pickle) as a file name instead of as a copy of the tokens.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["read_tokens", "token_dtype", "write_tokens"]
+__all__ = ["MappedTokens", "read_tokens", "token_dtype", "write_tokens"]
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -26,6 +29,51 @@ def token_dtype(vocab_size: int) -> np.dtype:
     if vocab_size < 1:
         raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
     return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
+
+
+@dataclass(frozen=True)
+class MappedTokens:
+    """Where a read-only token map comes from: file, dtype, byte offset and length; `open()` maps it again.
+
+    `stamp` (the file's inode, size and modification time) tells the same file from one written again since: a
+    new file is renamed into place, so a reader that maps by name could otherwise read other tokens.
+    """
+
+    path: str
+    dtype: str
+    offset: int
+    count: int
+    stamp: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, stream: np.ndarray) -> MappedTokens | None:
+        """The source of `stream` if it is a whole read-only file map (not a slice of one), else None."""
+        # A slice of a map keeps the map's filename and offset but not its start, so only the map itself qualifies.
+        if not (isinstance(stream, np.memmap) and isinstance(stream.base, mmap.mmap) and stream.filename):
+            return None
+        return cls(str(stream.filename), stream.dtype.str, int(stream.offset), len(stream), _stamp(stream.filename))
+
+    def open(self) -> np.memmap:
+        """The tokens mapped read-only.
+
+        Raises:
+            ValueError: The file was written again (or removed) since it was first mapped.
+        """
+        try:
+            same = _stamp(self.path) == tuple(self.stamp)
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise ValueError(
+                f"{self.path} was written again or removed while a process still read it; two runs share one "
+                "data.token_dir with different text or tokenizers: give each its own"
+            )
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=(self.count,))
+
+
+def _stamp(path: str | Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _meta_path(path: Path) -> Path:

@@ -8,6 +8,8 @@ a training target once; a last partial block is dropped). Batches are `{"ids": [
 With `token_dir`, rank 0 of each node tokenizes every split once into `<split>.bin` files of uint16 (or uint32) ids
 (`mmattn.data.token_files`) and every process maps them read-only, so a process holds no copy of the corpus; the
 files are reused while the text, the tokenizer and the options stay the same, and written again when one changes.
+Tokenizing streams (`mmattn.tasks.text.corpus`): documents are read one at a time, encoded in chunks by
+`tokenize_workers` processes and appended to the file in order, so its memory does not grow with the corpus either.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,9 +28,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmattn.data import GeneratedData, ensure_dataset, train_loader
-from mmattn.data.token_files import read_tokens, token_dtype, write_tokens
+from mmattn.data.token_files import MappedTokens, read_tokens, token_dtype, write_tokens
 
-from .bpe import BOS_ID, EOS_ID, UNK_ID
+from .corpus import DOCUMENT_MODES, DocumentStream, default_workers, encode_stream, read_documents, text_files
 from .scan import interpret, scan_splits
 from .tokenizer import TextTokenizer
 from .tokenizer_dir import TokenizerInRunDir
@@ -45,48 +46,16 @@ __all__ = [
     "read_documents",
 ]
 
-DOCUMENT_MODES = ("line", "paragraph", "file")
 SPLIT_DIRS = {"train": ("train",), "val": ("valid", "val", "validation"), "test": ("test",)}
-
-
-def _text_files(folder: Path) -> list[Path]:
-    """The .txt files under `folder` (recursively, hidden entries skipped), sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in filenames if f.endswith(".txt") and not f.startswith(".")]
-    return sorted(found)
-
-
-def read_documents(files: Sequence[Path], documents: str) -> list[str]:
-    """The documents of UTF-8 text files: each non-blank line, each blank-line separated paragraph, or each file.
-
-    Raises:
-        ValueError: An unknown `documents` mode, or a file that is not UTF-8 (the message names it).
-    """
-    if documents not in DOCUMENT_MODES:
-        raise ValueError(f"documents must be one of {list(DOCUMENT_MODES)}, got {documents!r}")
-    out: list[str] = []
-    for path in files:
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path} is not valid UTF-8 (byte {e.start}); convert it, e.g. `iconv -t utf-8`") from e
-        if documents == "file":
-            parts = [text]
-        elif documents == "paragraph":
-            parts = [p for p in text.replace("\r\n", "\n").split("\n\n")]
-        else:
-            parts = text.replace("\r\n", "\n").split("\n")
-        out += [p.strip("\n") for p in parts if p.strip()]
-    return out
 
 
 class PackedBlocks(Dataset):
     """Blocks of `block_size + 1` tokens cut from one token stream; item i = `{"ids": LongTensor[block_size + 1]}`.
 
     The stream stays as given (a compact integer array, or a read-only memory map of a token file): only the blocks
-    asked for become int64.
+    asked for become int64. A mapped stream pickles as its file's name, dtype and length, and is mapped again on
+    first use in the process that unpickles it, so loader workers started with spawn or forkserver (and DDP
+    processes) share the page cache instead of each receiving a copy of the corpus.
 
     Raises:
         ValueError: The stream is shorter than one block.
@@ -98,8 +67,16 @@ class PackedBlocks(Dataset):
                 f"the {split} split has {len(stream)} tokens, fewer than one block of block_size + 1 = "
                 f"{block_size + 1}; lower data.block_size or add text"
             )
-        self.stream = stream
+        self._stream: np.ndarray | None = stream
+        self._mapping: MappedTokens | None = MappedTokens.of(stream)
         self.block_size = block_size
+
+    @property
+    def stream(self) -> np.ndarray:
+        """The token stream (mapped again here if this object was unpickled from a mapped one)."""
+        if self._stream is None:
+            self._stream = self._mapping.open()
+        return self._stream
 
     def __len__(self) -> int:
         return (len(self.stream) - 1) // self.block_size
@@ -107,6 +84,12 @@ class PackedBlocks(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         start = i * self.block_size
         return {"ids": torch.from_numpy(self.stream[start : start + self.block_size + 1].astype(np.int64))}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self._mapping is not None:
+            state["_stream"] = None  # pickling the map would copy every token into the pickle
+        return state
 
 
 class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
@@ -134,6 +117,8 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
         batch_size: Blocks per batch (per process).
         val_fraction: Share of documents held out when `root` has no split folders.
         seed: Seed of that split.
+        tokenize_workers: Processes that tokenize the text into token files (rank 0 only); None: one per usable
+            core, at most 4. The files are the same whatever the number.
         num_workers: Loader workers.
         pin_memory: Pin host memory.
 
@@ -158,6 +143,7 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
         batch_size: int = 32,
         val_fraction: float = 0.05,
         seed: int = 0,
+        tokenize_workers: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
     ) -> None:
@@ -170,6 +156,10 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
             raise ValueError(f"block_size ({block_size}) and batch_size ({batch_size}) must be >= 1")
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+        if tokenize_workers is not None and tokenize_workers < 1:
+            raise ValueError(
+                f"data.tokenize_workers must be >= 1 (or null: one per core, at most 4), got {tokenize_workers}"
+            )
         self.root = Path(root).expanduser()
         self.tokenizer_kind = tokenizer
         self.vocab_size = 260 if tokenizer == "bytes" else int(vocab_size)
@@ -181,10 +171,12 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.seed = seed
+        self.tokenize_workers = tokenize_workers
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.tokenizer: TextTokenizer | None = None
         self.datasets: dict[str, PackedBlocks] = {}
+        self._val_mask: np.ndarray | None = None
         self.save_hyperparameters(logger=False)
 
     # --------------------------------------------------------------------------------------------- reading
@@ -195,69 +187,85 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
                 return self.root / name
         return None
 
-    def _read_splits(self) -> dict[str, list[str]]:
-        """Documents of train, val and (if present) test."""
+    def _split_files(self) -> dict[str, list[Path]]:
+        """The .txt files of train, val and (if present) test; in a folder without split folders, all for both."""
         if not self.root.is_dir():
             raise FileNotFoundError(f"no text folder at {self.root}; point data.root at a folder of .txt files")
-        splits: dict[str, list[str]] = {}
-        if (self.root / "train").is_dir():
-            for split in SPLIT_DIRS:
-                folder = self._split_dir(split)
-                if folder is None:
-                    if split == "val":
-                        raise FileNotFoundError(
-                            f"{self.root} has a train/ folder but no valid/ (or val/) folder; add one"
-                        )
-                    continue
-                files = _text_files(folder)
-                if not files:
-                    raise ValueError(f"{folder} holds no .txt files")
-                splits[split] = read_documents(files, self.documents)
-        else:
-            files = _text_files(self.root)
+        if not (self.root / "train").is_dir():
+            files = text_files(self.root)
             if not files:
                 raise ValueError(f"{self.root} holds no .txt files (searched recursively)")
-            docs = read_documents(files, self.documents)
-            if len(docs) < 2:
-                raise ValueError(f"{self.root} holds {len(docs)} document(s); a train/val split needs at least 2")
-            held = np.random.default_rng(self.seed).permutation(len(docs))[
-                : max(1, round(self.val_fraction * len(docs)))
-            ]
-            is_val = np.zeros(len(docs), dtype=bool)
-            is_val[held] = True
-            splits["train"] = [d for d, v in zip(docs, is_val) if not v]
-            splits["val"] = [d for d, v in zip(docs, is_val) if v]
-        for split, docs in splits.items():
-            if not docs:
-                raise ValueError(f"the {split} split of {self.root} holds no non-blank text")
+            return {"train": files, "val": files}
+        splits: dict[str, list[Path]] = {}
+        for split in SPLIT_DIRS:
+            folder = self._split_dir(split)
+            if folder is None:
+                if split == "val":
+                    raise FileNotFoundError(f"{self.root} has a train/ folder but no valid/ (or val/) folder; add one")
+                continue
+            splits[split] = text_files(folder)
+            if not splits[split]:
+                raise ValueError(f"{folder} holds no .txt files")
         return splits
 
+    def _held_out(self, files: list[Path]) -> np.ndarray:
+        """A folder without split folders: True for each document of the validation share (counted once, kept)."""
+        # A byte per document, and the split stays the one a list of every document gave.
+        if self._val_mask is None:
+            count = sum(1 for _ in DocumentStream(files, self.documents, label="counting documents"))
+            if count < 2:
+                raise ValueError(f"{self.root} holds {count} document(s); a train/val split needs at least 2")
+            held = np.random.default_rng(self.seed).permutation(count)[: max(1, round(self.val_fraction * count))]
+            self._val_mask = np.zeros(count, dtype=bool)
+            self._val_mask[held] = True
+        return self._val_mask
+
+    def split_documents(self, split: str) -> Iterator[str]:
+        """The documents of `split`, read from the files one at a time.
+
+        Raises:
+            ValueError: The split holds no non-blank text (raised once it has been read through).
+        """
+        files = self._split_files()[split]
+        label = f"{split} split"
+        if (self.root / "train").is_dir():
+            docs = DocumentStream(files, self.documents, label=label)
+        else:
+            is_val = self._held_out(files)
+            docs = DocumentStream(files, self.documents, select=is_val if split == "val" else ~is_val, label=label)
+        empty = True
+        for doc in docs:
+            empty = False
+            yield doc
+        if empty:
+            raise ValueError(f"the {split} split of {self.root} holds no non-blank text")
+
     def build_tokenizer(self) -> TextTokenizer:
-        """The byte tokenizer, or a BPE trained on the training documents."""
+        """The byte tokenizer, or a BPE trained on the training documents (streamed from the files)."""
         if self.tokenizer_kind == "bytes":
             return TextTokenizer.bytes()
-        train_docs = self._read_splits()["train"]
-        log.info(f"training a BPE tokenizer (vocab_size {self.vocab_size}) on {len(train_docs)} documents")
-        return TextTokenizer.train(train_docs, **self.tokenizer_options)
+        log.info(f"training a BPE tokenizer (vocab_size {self.vocab_size}) on the train split of {self.root}")
+        return TextTokenizer.train(self.split_documents("train"), **self.tokenizer_options)
 
-    def _chunks(self, docs: Sequence[str], split: str, per_chunk: int = 4096) -> Iterator[np.ndarray]:
-        """The split's token stream (`bos ids eos` per document) in pieces of `per_chunk` documents."""
+    def _workers(self) -> int:
+        return default_workers() if self.tokenize_workers is None else self.tokenize_workers
+
+    def _encoded(self, split: str, counts: dict[str, int]) -> Iterator[np.ndarray]:
+        """The split's token stream (`bos ids eos` per document) in chunks; `counts` gets its documents."""
+        unknown = counts["documents"] = 0
         dtype = token_dtype(self.tokenizer.vocab_size)
-        unknown = 0
-        for first in range(0, len(docs), per_chunk):
-            encoded = self.tokenizer.encode_batch(list(docs[first : first + per_chunk]))
-            unknown += sum(ids.count(UNK_ID) for ids in encoded)
-            flat: list[int] = []
-            for ids in encoded:
-                flat.append(BOS_ID)
-                flat.extend(ids)
-                flat.append(EOS_ID)
-            yield np.asarray(flat, dtype=dtype)
+        for ids, chunk_unknown, documents in encode_stream(
+            self.split_documents(split), self.tokenizer, dtype, workers=self._workers()
+        ):
+            unknown += chunk_unknown
+            counts["documents"] += documents
+            yield ids
         if unknown:
             log.warning(f"{split} split: {unknown} character run(s) outside the tokenizer's vocabulary became <unk>")
 
-    def _stream(self, docs: Sequence[str], split: str) -> np.ndarray:
-        return np.concatenate([np.zeros(0, dtype=token_dtype(self.tokenizer.vocab_size)), *self._chunks(docs, split)])
+    def _stream(self, split: str) -> np.ndarray:
+        chunks = [np.zeros(0, dtype=token_dtype(self.tokenizer.vocab_size)), *self._encoded(split, {})]
+        return np.concatenate(chunks)
 
     # ------------------------------------------------------------------------------------------ token files
 
@@ -269,9 +277,7 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
 
     def _fingerprint(self) -> dict[str, Any]:
         """What the token files are made from: every .txt file (path, size, time), the tokenizer and the options."""
-        files = [
-            (str(p.relative_to(self.root)), p.stat().st_size, p.stat().st_mtime_ns) for p in _text_files(self.root)
-        ]
+        files = [(str(p.relative_to(self.root)), p.stat().st_size, p.stat().st_mtime_ns) for p in text_files(self.root)]
         tokenizer = json.dumps(self.tokenizer.to_dict(), sort_keys=True).encode()
         return {
             "files": hashlib.sha256(json.dumps(files).encode()).hexdigest(),
@@ -290,17 +296,17 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
 
     def write_token_files(self, fingerprint: dict[str, Any]) -> None:
         """Tokenize every split once into `token_dir`, described by `fingerprint` (rank 0 of each node)."""
-        for split, docs in self._read_splits().items():
+        for split in self._split_names():
             began = time.perf_counter()
-            count = write_tokens(
-                self._token_path(split),
-                self._chunks(docs, split),
-                vocab_size=self.tokenizer.vocab_size,
-                fingerprint=fingerprint,
+            counts: dict[str, int] = {}
+            path = self._token_path(split)
+            tokens = write_tokens(
+                path, self._encoded(split, counts), vocab_size=self.tokenizer.vocab_size, fingerprint=fingerprint
             )
+            seconds = time.perf_counter() - began
             log.info(
-                f"{split} split: {count:,} tokens of {len(docs):,} documents written to {self._token_path(split)} "
-                f"in {time.perf_counter() - began:.1f} s"
+                f"{split} split: {tokens:,} tokens of {counts['documents']:,} documents written to {path} in "
+                f"{seconds:.1f} s ({self._workers()} tokenizing process(es))"
             )
 
     def prepare_data(self) -> None:
@@ -324,7 +330,7 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
                 self.write_token_files(fingerprint)
                 streams = self._mapped(fingerprint)
         else:
-            streams = {split: self._stream(docs, split) for split, docs in self._read_splits().items()}
+            streams = {split: self._stream(split) for split in self._split_names()}
         for split, stream in streams.items():
             self.datasets[split] = PackedBlocks(stream, self.block_size, split)
         self.datasets.setdefault("test", self.datasets["val"])

@@ -1,14 +1,17 @@
-"""Plain-text LM data: documents, packing with bos/eos into overlapping blocks, folder layouts, the SCAN demo text."""
+"""Plain-text LM data: documents, packing with bos/eos into overlapping blocks, folder layouts, the SCAN demo text;
+streamed and parallel tokenization into token files, and token maps that pickle as file names."""
 
 from __future__ import annotations
 
+import pickle
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mmattn.tasks.text import SCANCommandsDataModule, TextFolderDataModule, is_scan_command, make_scan_commands
+from mmattn.tasks.text import SCANCommandsDataModule, TextFolderDataModule, corpus, is_scan_command, make_scan_commands
 from mmattn.tasks.text.bpe import BOS_ID, EOS_ID
 from mmattn.tasks.text.datamodule import read_documents
 
@@ -24,9 +27,31 @@ def test_documents_are_lines_paragraphs_or_files(tmp_path: Path) -> None:
     assert read_documents([f], "line") == ["one line", "two line", "new para"]
     assert read_documents([f], "paragraph") == ["one line\ntwo line", "new para"]
     assert read_documents([f], "file") == ["one line\ntwo line\n\n\nnew para"]
-    (tmp_path / "bad.txt").write_bytes(b"ok\xff\xfe")
-    with pytest.raises(ValueError, match="bad.txt is not valid UTF-8"):
+    (tmp_path / "bad.txt").write_bytes(b"ok\nfine\nok\xff\xfe")
+    with pytest.raises(ValueError, match=r"bad.txt is not valid UTF-8 \(byte 10\)"):
         read_documents([tmp_path / "bad.txt"], "line")
+
+
+def _whole_text_documents(text: str, documents: str) -> list[str]:
+    """The documents as splitting the whole text at once defines them (what the streaming reader must match)."""
+    if documents == "file":
+        parts = [text]
+    else:
+        text = text.replace("\r\n", "\n")
+        parts = text.split("\n\n") if documents == "paragraph" else text.split("\n")
+    return [p.strip("\n") for p in parts if p.strip()]
+
+
+def test_documents_are_read_line_by_line_as_the_whole_text_splits_them(tmp_path: Path) -> None:
+    text = "\ufeffa\r\nb \r\n\r\n\n\n c\n  \n\nd\re\n\n\n\n\n\tf\n \ng\r"
+    f = tmp_path / "t.txt"
+    f.write_bytes(text.encode("utf-8"))
+    for mode in ("line", "paragraph", "file"):
+        assert read_documents([f], mode) == _whole_text_documents(text[1:], mode), mode
+    # Two files, a selection of their documents, read again on every pass.
+    g = _write(tmp_path / "u.txt", "x\ny\n")
+    docs = corpus.DocumentStream([f, g], "line", select=np.array([True, False, False, False, True, False, True, True]))
+    assert list(docs) == list(docs) == ["a", "\tf", "x", "y"]
 
 
 def test_split_folders_are_packed_into_blocks_with_bos_and_eos(tmp_path: Path) -> None:
@@ -130,3 +155,76 @@ def test_scan_command_text_is_shuffled_complete_and_grammatical(tmp_path: Path) 
     dm = SCANCommandsDataModule(tmp_path, vocab_size=128, min_frequency=1, block_size=32)
     dm.setup("fit")
     assert dm.tokenizer.vocab_size <= 128 and len(dm.tokenizer.encode("jump around left twice")) == 4
+
+
+def _corpus(root: Path, paragraphs: int, seed: int = 0) -> Path:
+    """Split folders of blank-line separated paragraphs of made-up words (a few unknown to a BPE trained on train)."""
+    rng = np.random.default_rng(seed)
+    words = ["walk", "jump", "left", "right", "twice", "around", "and", "after", "look", "run", "ünïcode", "→"]
+    for split, n, files in (("train", paragraphs, 3), ("valid", max(2, paragraphs // 10), 1)):
+        for f in range(files):
+            paras = [" ".join(rng.choice(words, rng.integers(3, 40))) for _ in range(n // files)]
+            _write(root / split / f"part{f}.txt", "\n\n".join(paras) + "\n")
+    _write(root / "valid" / "odd.txt", "walk ✈ twice\n")  # a character the train split never shows: <unk>
+    return root
+
+
+def test_token_files_are_the_same_with_one_or_two_tokenizing_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", 2048)  # many chunks, so order across workers matters
+    root = _corpus(tmp_path / "text", 600)
+    kw = dict(vocab_size=96, min_frequency=1, tokenizer_dir=tmp_path / "tok", block_size=8)
+    memory = TextFolderDataModule(root, tokenize_workers=1, **kw)
+    memory.setup("fit")
+    written = {}
+    for workers in (1, 2):
+        dm = TextFolderDataModule(root, token_dir=tmp_path / f"tokens{workers}", tokenize_workers=workers, **kw)
+        dm.prepare_data()
+        written[workers] = {s: (tmp_path / f"tokens{workers}" / f"{s}.bin").read_bytes() for s in ("train", "val")}
+    assert written[1] == written[2]
+    assert sum(p.stat().st_size for p in (root / "train").iterdir()) > 20 * 2048
+    for split in ("train", "val"):
+        assert written[2][split] == memory.datasets[split].stream.tobytes()
+    assert np.count_nonzero(memory.datasets["val"].stream == 3) == 1  # the one <unk>, counted by the workers too
+    with pytest.raises(ValueError, match="data.tokenize_workers must be >= 1"):
+        TextFolderDataModule(root, tokenize_workers=0)
+
+
+def test_tokenizing_holds_a_few_chunks_not_the_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", 16 * 1024)
+    root = _corpus(tmp_path / "text", 18000)
+    text_bytes = sum(p.stat().st_size for p in (root / "train").iterdir())
+    dm = TextFolderDataModule(root, tokenizer="bytes", token_dir=tmp_path / "tokens", tokenize_workers=1)
+    dm.setup_tokenizer()
+    tracemalloc.start()
+    try:
+        dm.write_token_files(dm._fingerprint())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Read whole, the text alone would be text_bytes and its ids (a Python int each) many times that.
+    assert text_bytes > 2_000_000 and peak < text_bytes / 4, (peak, text_bytes)
+    # Each paragraph's bytes plus bos and eos, where the file had "\n\n" between paragraphs and "\n" at its end.
+    assert (tmp_path / "tokens" / "train.bin").stat().st_size == 2 * (text_bytes + 3)
+
+
+def test_a_mapped_stream_pickles_as_its_file_name_and_is_mapped_again(tmp_path: Path) -> None:
+    root = _corpus(tmp_path / "text", 300)
+    dm = TextFolderDataModule(root, tokenizer="bytes", token_dir=tmp_path / "tokens", block_size=16)
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    data = pickle.dumps(train)
+    assert train.stream.nbytes > 50_000 and len(data) < 1000  # a spawn worker or DDP process gets the name only
+    copy = pickle.loads(data)
+    assert copy._stream is None  # mapped on first use, in the process that uses it
+    assert len(copy) == len(train) and all(torch.equal(copy[i]["ids"], train[i]["ids"]) for i in (0, 7, len(train) - 1))
+    assert isinstance(copy.stream, np.memmap) and not copy.stream.flags.writeable
+    # In memory (no token_dir), or a slice of a map (not a whole file), the stream itself travels along.
+    part = type(train)(train.stream[:100], 16)
+    assert pickle.loads(pickle.dumps(part)).stream.tolist() == train.stream[:100].tolist()
+    # The file written again under the same name (another run sharing token_dir): named, not read as other tokens.
+    stale = pickle.loads(data)
+    (tmp_path / "tokens" / "train.bin").write_bytes(bytes(train.stream.nbytes))
+    with pytest.raises(ValueError, match=r"train.bin was written again or removed while a process still read it"):
+        stale[0]
