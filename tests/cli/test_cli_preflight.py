@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmattn.cli.cluster import PreflightChecks, check_trainer, gpus_per_node, process_is_rank_zero
-from mmattn.cli.slurm import check_partition, gres_gpus, time_limit_minutes
+from mmattn.cli.slurm import check_partition, gres_gpus, stuck_reason, time_limit_minutes
 
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without GPUs")
 
@@ -109,6 +109,8 @@ def test_slurm_values_that_the_partition_check_reads() -> None:
     ]
     assert time_limit_minutes("UNLIMITED") is None and time_limit_minutes("INFINITE") is None
     assert [gres_gpus(g) for g in ("gpu:4", "gpu:a100:4(S:0-1),nvme:1", "(null)", "gpu:2,gpu:v100:1")] == [4, 4, 0, 3]
+    assert stuck_reason("QOSMaxWallDurationPerJobLimit", "gpu")[0].startswith("it exceeds a per-job limit")
+    assert stuck_reason("Resources", "gpu") is None and stuck_reason("Priority", "gpu") is None
 
 
 def test_partition_check_is_skipped_without_slurm_tools(compose_cfg, monkeypatch) -> None:

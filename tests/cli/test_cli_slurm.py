@@ -1,21 +1,25 @@
 """On a real SLURM cluster (scripts/slurm/local_cluster.sh, started by .ci/run): launcher sweeps, a 2-task DDP job,
-preemption both ways (`scontrol requeue` of a launcher job; the time-limit warning signal to an sbatch job), and
-requests the partition cannot hold (stopped before submission)."""
+preemption both ways (`scontrol requeue` of a launcher job; the time-limit warning signal to an sbatch job), requests
+the partition cannot hold (stopped before submission) and jobs that pend (reported while the launcher waits)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import submitit
 import torch
 from mmattn_testing import HELPERS, TINY_TRAIN, cli_path, metric_steps
 
 from mmattn.cli.cluster import PreflightChecks
+from mmattn.cli.slurm import SlurmJobError, wait_for_jobs
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "scripts" / "slurm" / "local_cluster.sh"
@@ -329,3 +333,66 @@ def test_requests_are_checked_against_the_partition(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message.format(**fill) in lines[0], lines
     PreflightChecks().on_multirun_start(compose_cfg("train", launcher, return_hydra_config=True))  # fits: no stop
+
+
+def test_the_launcher_reports_a_pending_job_and_stops_when_it_is_cancelled(slurm_env, tmp_path: Path) -> None:
+    hold = "+hydra.launcher.additional_parameters.hold=true"
+    launcher = subprocess.Popen(
+        [cli_path("mmattn-train"), "-m", *SLURM_LAUNCHER, hold, "paths.log_dir=logs", *TINY_TRAIN],
+        cwd=tmp_path,
+        env=slurm_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    watchdog = threading.Timer(120, launcher.kill)  # a held job waits forever: never hang the test
+    watchdog.start()
+    try:
+        seen, held = "", None
+        for line in launcher.stdout:
+            seen += line
+            held = re.search(r"SLURM job (\d+) is pending: JobHeldUser \(held; scontrol release (\d+) lets it", line)
+            if held:
+                break
+        assert held and held[1] == held[2], seen
+        subprocess.run(["scancel", held[1]], check=True, env=slurm_env)
+        out, _ = launcher.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+        launcher.kill()
+    assert launcher.returncode == 1, seen + out
+    assert f"mmattn-train: error: SLURM job {held[1]} ended CANCELLED before it ran; nothing was trained" in out
+    assert "sacct" not in seen + out  # the state comes from squeue; no warnings about missing accounting
+
+
+def test_a_job_that_will_never_start_is_reported_with_what_to_change(
+    slurm_env, tmp_path: Path, caplog, monkeypatch
+) -> None:
+    monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
+    # sbatch accepts more CPUs per task than any node has; the job then pends with reason PartitionConfig.
+    submit = subprocess.run(
+        ["sbatch", "--parsable", f"--cpus-per-task={_node_cpus(slurm_env) + 1}", "--wrap", "true"],
+        cwd=tmp_path,
+        env=slurm_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job_id = submit.stdout.strip()
+
+    def cancel_once_reported() -> None:
+        try:
+            _wait(lambda: "will not start by itself" in caplog.text, 30, "the report of the stuck job")
+        finally:
+            subprocess.run(["scancel", job_id], env=slurm_env)
+
+    caplog.set_level(logging.INFO, logger="mmattn.cli.slurm")
+    threading.Thread(target=cancel_once_reported, daemon=True).start()
+    with pytest.raises(SlurmJobError, match=f"SLURM job {job_id} ended CANCELLED before it ran"):
+        wait_for_jobs([submitit.SlurmJob(tmp_path / "%j", job_id)])
+    assert caplog.messages[-2:] == [
+        f"SLURM job {job_id} is pending: PartitionConfig",
+        f"SLURM job {job_id} will not start by itself: it asks for more CPUs, GPUs or memory per node, or more nodes, "
+        f"than partition debug has; cancel with scancel {job_id} and submit again with a smaller "
+        "hydra.launcher.cpus_per_task, hydra.launcher.mem_gb, trainer.devices or trainer.num_nodes",
+    ]
