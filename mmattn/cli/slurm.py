@@ -274,7 +274,8 @@ def stuck_reason(reason: str, partition: str) -> tuple[str, str] | None:
 def _report(changed: dict[str, QueueState]) -> None:
     """Log one line per new state (jobs of an array that share it together), and what to do about a stuck one."""
     groups: dict[tuple[str, str, str], list[str]] = {}
-    for job_id, queued in changed.items():
+    # squeue lists array tasks in no useful order: 116_0, 116_1, ..., 116_10.
+    for job_id, queued in sorted(changed.items(), key=lambda item: [int(n) for n in item[0].split("_")]):
         detail = queued.reason if queued.state == "PENDING" else queued.nodes
         groups.setdefault((queued.state, detail, queued.partition), []).append(job_id)
     for (state, detail, partition), job_ids in groups.items():
