@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mmattn.cli.cluster import PreflightChecks, check_trainer, gpus_per_node, process_is_rank_zero
-from mmattn.cli.slurm import check_partition, gres_gpus, stuck_reason, time_limit_minutes
+from mmattn.cli.slurm import check_partition, gres_gpus, time_limit_minutes
+from mmattn.cli.slurm_queue import stuck_reason
 
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without GPUs")
 
