@@ -1,4 +1,5 @@
-"""Package discovery that pyproject.toml alone cannot express: the top-level configs/ ships as `mmattn.configs`."""
+"""Package discovery that pyproject.toml alone cannot express: the top-level configs/ ships as `mmattn.configs`, and
+our Hydra launcher as `hydra_plugins.mmattn_launcher`."""
 
 from pathlib import Path
 
@@ -12,4 +13,7 @@ config_packages = ["mmattn.configs"] + sorted(
     if p.is_dir() and p.name != "__pycache__" and any(p.glob("*.yaml"))
 )
 
-setup(packages=find_packages(include=["mmattn", "mmattn.*"]) + config_packages)
+# Hydra finds launchers only in its `hydra_plugins` namespace package (no __init__.py, shared with other plugins).
+plugin_packages = ["hydra_plugins.mmattn_launcher"]
+
+setup(packages=find_packages(include=["mmattn", "mmattn.*"]) + plugin_packages + config_packages)

@@ -156,8 +156,12 @@ def check_slurm_launcher(cfg: DictConfig) -> None:
     """Refuse a `hydra/launcher=slurm` request that SLURM would reject or that cannot be submitted from here.
 
     Raises:
-        ConfigError: A required launcher field is missing, `trainer.devices` is not a count, or sbatch is not on PATH.
+        ConfigError: A required launcher field is missing, `trainer.devices` is not a count, sbatch is not on PATH, or
+            the partition's nodes can never meet the request (checked where scontrol and sinfo answer).
     """
+    # Imported here: mmattn.cli.slurm imports ConfigError from this module (and the submitit plugin).
+    from mmattn.cli.slurm import check_partition
+
     launcher = cfg.hydra.launcher
     for key, meaning in SLURM_REQUIRED.items():
         if key not in launcher or OmegaConf.is_missing(launcher, key) or launcher[key] is None:
@@ -176,6 +180,7 @@ def check_slurm_launcher(cfg: DictConfig) -> None:
             "hydra/launcher=slurm submits with sbatch, which is not on the PATH; run from a SLURM login node (for a "
             "test cluster on this host: bash scripts/slurm/local_cluster.sh start)"
         )
+    check_partition(launcher)
 
 
 def _fail(error: ConfigError) -> None:

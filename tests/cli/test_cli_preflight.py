@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from mmattn.cli.cluster import PreflightChecks, check_trainer, gpus_per_node, process_is_rank_zero
+from mmattn.cli.slurm import check_partition, gres_gpus, time_limit_minutes
+from mmattn.cli.slurm_queue import stuck_reason
 
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without GPUs")
 
@@ -95,6 +97,32 @@ def test_good_requests_pass_and_helpers(compose_cfg, monkeypatch) -> None:
     assert not process_is_rank_zero()
     monkeypatch.setenv("SLURM_PROCID", "0")
     assert process_is_rank_zero()
+
+
+def test_slurm_values_that_the_partition_check_reads() -> None:
+    # scontrol's MaxTime, sinfo's GRES; the request itself is checked against the test cluster (test_cli_slurm.py).
+    assert [time_limit_minutes(t) for t in ("1-00:00:00", "04:00:00", "30:00", "45", "2-12")] == [
+        1440,
+        240,
+        30,
+        45,
+        3600,
+    ]
+    assert time_limit_minutes("UNLIMITED") is None and time_limit_minutes("INFINITE") is None
+    assert [gres_gpus(g) for g in ("gpu:4", "gpu:a100:4(S:0-1),nvme:1", "(null)", "gpu:2,gpu:v100:1")] == [4, 4, 0, 3]
+    assert stuck_reason("QOSMaxWallDurationPerJobLimit", "gpu")[0].startswith("it exceeds a per-job limit")
+    assert stuck_reason("Resources", "gpu") is None and stuck_reason("Priority", "gpu") is None
+
+
+def test_partition_check_is_skipped_without_slurm_tools(compose_cfg, monkeypatch) -> None:
+    # Submitting from a host without scontrol/sinfo: the request goes to sbatch unchecked, without a message.
+    cfg = compose_cfg(
+        "train",
+        ["hydra/launcher=slurm", "hydra.launcher.partition=p", "hydra.launcher.cpus_per_task=4096"],
+        return_hydra_config=True,
+    )
+    monkeypatch.setenv("PATH", "/nonexistent")
+    check_partition(cfg.hydra.launcher)
 
 
 @NO_GPU

@@ -1,18 +1,25 @@
 """On a real SLURM cluster (scripts/slurm/local_cluster.sh, started by .ci/run): launcher sweeps, a 2-task DDP job,
-and preemption both ways (`scontrol requeue` of a launcher job; the time-limit warning signal to an sbatch job)."""
+preemption both ways (`scontrol requeue` of a launcher job; the time-limit warning signal to an sbatch job), requests
+the partition cannot hold (stopped before submission) and jobs that pend (reported while the launcher waits)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import submitit
 import torch
 from mmattn_testing import HELPERS, TINY_TRAIN, cli_path, metric_steps, metric_values
+
+from mmattn.cli.cluster import PreflightChecks
+from mmattn.cli.slurm_queue import SlurmJobError, wait_for_jobs
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "scripts" / "slurm" / "local_cluster.sh"
@@ -53,15 +60,25 @@ def slurm_env(probe_env: dict[str, str], slurm_conf: str, tmp_path: Path):
     """Environment of the submitting process (sbatch exports it to the jobs); cancels the test's jobs afterwards."""
     env = {**probe_env, "SLURM_CONF": slurm_conf}
     yield env
-    # Jobs of this test are those whose working directory is its tmp_path (left over only when the test failed).
-    listing = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True, env=env).stdout
-    jobs = [
-        line.split()[0]
-        for line in listing.splitlines()
-        if line.split()[1:] and line.split()[1].startswith(str(tmp_path))
-    ]
+    jobs = _queued_from(tmp_path, env)  # left over only when the test failed
     if jobs:
         subprocess.run(["scancel", *jobs], env=env)
+
+
+def _queued_from(directory: Path, env: dict[str, str]) -> list[str]:
+    """Pending or running jobs submitted from `directory` (their working directory)."""
+    listing = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True, env=env).stdout
+    return [
+        line.split()[0]
+        for line in listing.splitlines()
+        if line.split()[1:] and line.split()[1].startswith(str(directory))
+    ]
+
+
+def _node_cpus(env: dict[str, str]) -> int:
+    """CPUs of the largest node of partition debug."""
+    out = subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%c"], capture_output=True, text=True, env=env)
+    return max(int(cpus) for cpus in out.stdout.split())
 
 
 def _job(job_id: str, env: dict[str, str]) -> dict[str, str]:
@@ -249,3 +266,141 @@ def test_time_limit_signal_requeues_an_sbatch_job_which_resumes(slurm_env, unint
     assert "SIGUSR2 received: saving" in output and f"requeued SLURM job {job_id}" in output
     assert "(restart 1)" in output and "resuming from" in output
     _compare_with(uninterrupted, run, output)
+
+
+def test_a_request_the_partition_cannot_hold_stops_before_submission(slurm_env, tmp_path: Path) -> None:
+    cpus = _node_cpus(slurm_env)
+    args = ["-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug", f"hydra.launcher.cpus_per_task={cpus + 1}"]
+    result = subprocess.run(
+        [cli_path("mmattn-train"), *args, "paths.log_dir=logs"],
+        cwd=tmp_path,
+        env=slurm_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-4000:]
+    assert result.stderr.strip().splitlines() == [
+        f"mmattn-train: error: hydra.launcher.cpus_per_task={cpus + 1} x hydra.launcher.tasks_per_node=1 "
+        f"(trainer.devices) asks for {cpus + 1} CPUs per node, but the nodes of partition debug have at most {cpus}; "
+        f"set hydra.launcher.cpus_per_task={cpus}"
+    ]
+    assert not (tmp_path / "logs").exists() and _queued_from(tmp_path, slurm_env) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        pytest.param(
+            ["hydra.launcher.partition=nosuch"],
+            "hydra.launcher.partition=nosuch: SLURM has no partition nosuch; it has ",
+            id="partition",
+        ),
+        pytest.param(
+            ["trainer.num_nodes=2"],
+            "hydra.launcher.nodes=2 (trainer.num_nodes) asks for 2 nodes, but partition debug gives at most 1; "
+            "set trainer.num_nodes=1",
+            id="nodes",
+        ),
+        pytest.param(
+            ["trainer=ddp_cpu", "trainer.devices={more_cpus}"],
+            "hydra.launcher.cpus_per_task=1 x hydra.launcher.tasks_per_node={more_cpus} (trainer.devices) asks for "
+            "{more_cpus} CPUs per node, but the nodes of partition debug have at most {cpus}; "
+            "set trainer.devices={cpus} and hydra.launcher.cpus_per_task=1",
+            id="tasks",
+        ),
+        pytest.param(
+            ["hydra.launcher.mem_gb=100000"],
+            "hydra.launcher.mem_gb=100000 asks for 100000 GB per node, but the nodes of partition debug have at most",
+            id="memory",
+        ),
+        pytest.param(
+            ["trainer=gpu", "trainer.devices=1"],
+            "hydra.launcher.gpus_per_node=1 (trainer.devices) asks for 1 GPUs per node, but the nodes of partition "
+            "debug have none; choose a partition with GPUs",
+            id="gpus",
+        ),
+    ],
+)
+def test_requests_are_checked_against_the_partition(
+    slurm_conf, compose_cfg, capsys, monkeypatch, overrides: list[str], message: str
+) -> None:
+    monkeypatch.setenv("SLURM_CONF", slurm_conf)
+    gres = subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%G"], capture_output=True, text=True).stdout
+    if "GPUs" in message and "gpu" in gres:
+        pytest.skip("the test cluster's node has GPUs (the case checks a partition without any)")
+    cpus = _node_cpus(dict(os.environ))
+    fill = {"cpus": cpus, "more_cpus": cpus + 1}
+    launcher = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1"]
+    cfg = compose_cfg("train", [*launcher, *(o.format(**fill) for o in overrides)], return_hydra_config=True)
+    with pytest.raises(SystemExit) as stop:
+        PreflightChecks().on_multirun_start(cfg)
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message.format(**fill) in lines[0], lines
+    PreflightChecks().on_multirun_start(compose_cfg("train", launcher, return_hydra_config=True))  # fits: no stop
+
+
+def test_the_launcher_reports_a_pending_job_and_stops_when_it_is_cancelled(slurm_env, tmp_path: Path) -> None:
+    hold = "+hydra.launcher.additional_parameters.hold=true"
+    launcher = subprocess.Popen(
+        [cli_path("mmattn-train"), "-m", *SLURM_LAUNCHER, hold, "paths.log_dir=logs", *TINY_TRAIN],
+        cwd=tmp_path,
+        env=slurm_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    watchdog = threading.Timer(120, launcher.kill)  # a held job waits forever: never hang the test
+    watchdog.start()
+    try:
+        seen, held = "", None
+        for line in launcher.stdout:
+            seen += line
+            held = re.search(r"SLURM job (\d+) is pending: JobHeldUser \(held; scontrol release (\d+) lets it", line)
+            if held:
+                break
+        assert held and held[1] == held[2], seen
+        subprocess.run(["scancel", held[1]], check=True, env=slurm_env)
+        out, _ = launcher.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+        launcher.kill()
+    assert launcher.returncode == 1, seen + out
+    assert f"mmattn-train: error: SLURM job {held[1]} ended CANCELLED before it ran; nothing was trained" in out
+    # The queue watcher ended submitit's endless wait (its sacct polls fail on this cluster without accounting) by
+    # interrupting it: the user sees the one line, not the interrupt.
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+
+
+def test_a_job_that_will_never_start_is_reported_with_what_to_change(
+    slurm_env, tmp_path: Path, caplog, monkeypatch
+) -> None:
+    monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
+    # sbatch accepts more CPUs per task than any node has; the job then pends with reason PartitionConfig.
+    submit = subprocess.run(
+        ["sbatch", "--parsable", f"--cpus-per-task={_node_cpus(slurm_env) + 1}", "--wrap", "true"],
+        cwd=tmp_path,
+        env=slurm_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job_id = submit.stdout.strip()
+
+    def cancel_once_reported() -> None:
+        try:
+            _wait(lambda: "will not start by itself" in caplog.text, 30, "the report of the stuck job")
+        finally:
+            subprocess.run(["scancel", job_id], env=slurm_env)
+
+    caplog.set_level(logging.INFO, logger="mmattn.cli.slurm_queue")
+    threading.Thread(target=cancel_once_reported, daemon=True).start()
+    with pytest.raises(SlurmJobError, match=f"SLURM job {job_id} ended CANCELLED before it ran"):
+        wait_for_jobs([submitit.SlurmJob(tmp_path / "%j", job_id)])
+    assert caplog.messages[-2:] == [
+        f"SLURM job {job_id} is pending: PartitionConfig",
+        f"SLURM job {job_id} will not start by itself: it asks for more CPUs, GPUs or memory per node, or more nodes, "
+        f"than partition debug has; cancel with scancel {job_id} and submit again with a smaller "
+        "hydra.launcher.cpus_per_task, hydra.launcher.mem_gb, trainer.devices or trainer.num_nodes",
+    ]

@@ -1,0 +1,1 @@
+"""mmattn's Hydra launchers: Hydra finds launchers only in the `hydra_plugins` namespace package."""
