@@ -26,8 +26,8 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check mmattn hydra_plugins tests scripts examples
-	$(VENV)/bin/ruff format --check mmattn hydra_plugins tests scripts examples
+	$(VENV)/bin/ruff check mmattn tests scripts examples
+	$(VENV)/bin/ruff format --check mmattn tests scripts examples
 
 bench: install
 	$(PY) scripts/bench.py

@@ -1,5 +1,4 @@
-"""Package discovery that pyproject.toml alone cannot express: the top-level configs/ ships as `mmattn.configs`, and
-our Hydra launcher as `hydra_plugins.mmattn_launcher`."""
+"""Package discovery that pyproject.toml alone cannot express: the top-level configs/ ships as `mmattn.configs`."""
 
 from pathlib import Path
 
@@ -13,7 +12,4 @@ config_packages = ["mmattn.configs"] + sorted(
     if p.is_dir() and p.name != "__pycache__" and any(p.glob("*.yaml"))
 )
 
-# Hydra finds launchers only in its `hydra_plugins` namespace package (no __init__.py, shared with other plugins).
-plugin_packages = ["hydra_plugins.mmattn_launcher"]
-
-setup(packages=find_packages(include=["mmattn", "mmattn.*"]) + plugin_packages + config_packages)
+setup(packages=find_packages(include=["mmattn", "mmattn.*"]) + config_packages)

@@ -44,18 +44,10 @@ def test_wheel_contains_packages_and_configs(tmp_path):
     log = result.stdout + result.stderr
     assert "absent from the `packages` configuration" not in log and "License classifiers" not in log
     assert "project.license` as a TOML table is deprecated" not in log
-    for module in (
-        "mmattn/nn/attention.py",
-        "mmattn/cli/train.py",
-        "mmattn/tasks/vision/vit.py",
-        "hydra_plugins/mmattn_launcher/slurm_launcher.py",
-    ):
+    for module in ("mmattn/nn/attention.py", "mmattn/cli/train.py", "mmattn/tasks/vision/vit.py"):
         assert module in names
     # No generic top-level package besides mmattn: a `tasks` package would collide with others in site-packages.
-    # hydra_plugins is Hydra's namespace package for plugins (our SLURM launcher), shared by design; it must stay a
-    # namespace package, so the wheel may not give it an __init__.py.
-    assert {n.split("/")[0] for n in names if n.endswith(".py")} == {"mmattn", "hydra_plugins"}
-    assert "hydra_plugins/__init__.py" not in names
+    assert {n.split("/")[0] for n in names if n.endswith(".py")} == {"mmattn"}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "mmattn-train = mmattn.cli.train:main" in text and "mmattn-eval = mmattn.cli.eval:main" in text

@@ -218,6 +218,18 @@ class PreflightChecks(Callback):
                 check_trainer(config.trainer, choices.get("trainer"))
         except ConfigError as error:
             _fail(error)
+        if choices.get("hydra/launcher") == "slurm":
+            from mmattn.cli.slurm_queue import start_watching
+
+            # submitit runs nodes x tasks_per_node tasks per job; each writes its own result.
+            launcher = config.hydra.launcher
+            start_watching(launcher.submitit_folder, int(launcher.nodes or 1) * int(launcher.tasks_per_node or 1))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Sweep done: stop reporting the SLURM queue."""
+        from mmattn.cli.slurm_queue import stop_watching
+
+        stop_watching()
 
 
 def environment_plugins() -> list[Any]:

@@ -109,7 +109,19 @@ def run_cli(app: Callable[[], None]) -> None:
         # Hydra's own report then shows the whole traceback, Hydra's and Lightning's frames included.
         os.environ["HYDRA_FULL_ERROR"] = "1"
     sys.argv = [arg for arg in sys.argv if arg != DEBUG_FLAG]
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        # The SLURM queue watcher interrupts a launcher that would wait forever for a job that can never run;
+        # a user's Ctrl-C (no watcher error) stays an interrupt.
+        from mmattn.cli.slurm_queue import stop_watching
+
+        error = stop_watching()
+        if error is None:
+            raise
+        if debug:
+            raise error from None
+        fail(str(error))
 
 
 def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:

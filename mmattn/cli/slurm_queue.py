@@ -1,10 +1,12 @@
 """SLURM jobs that wait, seen while they wait: each job's state and pending reason in squeue, reported as they change.
 
-Our SLURM launcher (hydra_plugins/mmattn_launcher) lets hydra-submitit-launcher submit and wait as usual and runs a
-`QueueWatcher` beside it in a daemon thread: the watcher finds the jobs that submitit has submitted in submitit's
+Under `hydra/launcher=slurm`, hydra-submitit-launcher submits and waits as usual while the preflight callback
+(`PreflightChecks.on_multirun_start`, via `start_watching`) runs a `QueueWatcher` beside it in a daemon thread: the
+watcher finds the jobs that submitit has submitted in submitit's
 folder, logs each one's state and pending reason when they change (`squeue`), says what to change for a reason that
 never clears by itself, and when a job leaves the queue without a result (submitit, without SLURM accounting, would
-wait for it forever) keeps the error and interrupts the main thread. `wait_for_jobs` gives the same report for
+wait for it forever) keeps the error and interrupts the main thread, where `mmattn.cli.errors.run_cli` turns the
+interrupt into that one line. `wait_for_jobs` gives the same report for
 submitit jobs in hand, in the calling thread.
 """
 
@@ -292,3 +294,24 @@ class QueueWatcher(threading.Thread):
     def _interrupt_for_watcher(self, signum: int, frame: FrameType | None) -> None:
         if self.error is not None:
             raise KeyboardInterrupt
+
+
+_watching: QueueWatcher | None = None
+
+
+def start_watching(folder: str | Path, tasks: int = 1) -> None:
+    """Report the jobs submitted into `folder` until `stop_watching` (call it in the main thread, before submitting)."""
+    global _watching
+    stop_watching()
+    _watching = QueueWatcher(folder, tasks)
+    _watching.__enter__()
+
+
+def stop_watching() -> SlurmJobError | None:
+    """Stop the watcher started by `start_watching`; the error it interrupted the main thread for, if any."""
+    global _watching
+    watcher, _watching = _watching, None
+    if watcher is None:
+        return None
+    watcher.__exit__(None, None, None)
+    return watcher.error

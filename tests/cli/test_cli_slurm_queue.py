@@ -11,13 +11,17 @@ from pathlib import Path
 import pytest
 from submitit.core.utils import JobPaths
 
-from hydra_plugins.mmattn_launcher.slurm_launcher import SlurmLauncher
 from mmattn.cli import slurm_queue
-from mmattn.cli.slurm_queue import JobFiles, QueueReport, QueueState, QueueWatcher, SlurmJobError
-
-# hydra-submitit-launcher's launcher, whose `launch` the tests replace. Not looked up in its module: Hydra's plugin scan
-# runs the module again, and its name then holds a new class.
-PLUGIN_LAUNCHER = SlurmLauncher.__bases__[0]
+from mmattn.cli.errors import run_cli
+from mmattn.cli.slurm_queue import (
+    JobFiles,
+    QueueReport,
+    QueueState,
+    QueueWatcher,
+    SlurmJobError,
+    start_watching,
+    stop_watching,
+)
 
 
 def _submit(folder: Path, job_id: str) -> None:
@@ -64,22 +68,22 @@ def test_a_job_cancelled_before_it_ran_ends_the_launchers_wait_with_one_line(
 ) -> None:
     folder = tmp_path / ".submitit" / "%j"
 
-    def submit_and_wait(self, job_overrides, initial_job_idx):
+    def sweep() -> None:
+        start_watching(str(folder), 1)  # what PreflightChecks.on_multirun_start does for hydra/launcher=slurm
         _submit(folder, "118")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # submitit's wait for a result that never comes
             time.sleep(0.05)
-        return []
 
-    monkeypatch.setattr(PLUGIN_LAUNCHER, "launch", submit_and_wait)
     cancelled = QueueState(state="CANCELLED", reason="None", nodes="", partition="debug")
     monkeypatch.setattr(slurm_queue, "queue_states", lambda job_ids: dict.fromkeys(job_ids, cancelled))
     monkeypatch.setenv("MMATTN_DEBUG", "0")
+    monkeypatch.setattr("sys.argv", ["mmattn-train"])
     # A shell script's background job starts with SIGINT ignored; the watcher must end the wait there too.
     previous = signal.signal(signal.SIGINT, sigint)
     try:
         with pytest.raises(SystemExit) as stop:
-            SlurmLauncher(submitit_folder=str(folder), nodes=1, tasks_per_node=1).launch([["seed=1"]], 0)
+            run_cli(sweep)
         assert signal.getsignal(signal.SIGINT) is sigint
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -88,14 +92,14 @@ def test_a_job_cancelled_before_it_ran_ends_the_launchers_wait_with_one_line(
     assert err.endswith(": error: SLURM job 118 ended CANCELLED before it ran; nothing was trained"), err
 
 
-def test_the_users_ctrl_c_stays_an_interrupt_and_results_pass_through(tmp_path: Path, monkeypatch) -> None:
-    def interrupted(self, job_overrides, initial_job_idx):
+def test_the_users_ctrl_c_stays_an_interrupt(tmp_path: Path, monkeypatch) -> None:
+    def interrupted() -> None:
+        start_watching(str(tmp_path / "%j"), 1)
         raise KeyboardInterrupt
 
-    launcher = SlurmLauncher(submitit_folder=str(tmp_path / "%j"), nodes=1, tasks_per_node=1)
-    monkeypatch.setattr(PLUGIN_LAUNCHER, "launch", interrupted)
+    monkeypatch.setenv("MMATTN_DEBUG", "0")
+    monkeypatch.setattr("sys.argv", ["mmattn-train"])
     with pytest.raises(KeyboardInterrupt):
-        launcher.launch([["seed=1"]], 0)
-    monkeypatch.setattr(PLUGIN_LAUNCHER, "launch", lambda self, overrides, idx: ["result"])
-    assert launcher.launch([["seed=1"]], 0) == ["result"]
-    assert not [t for t in threading.enumerate() if isinstance(t, QueueWatcher)]  # each watcher stopped with its wait
+        run_cli(interrupted)
+    assert not [t for t in threading.enumerate() if isinstance(t, QueueWatcher) and t.is_alive()]
+    assert stop_watching() is None  # stopped with the interrupt

@@ -1,1 +1,0 @@
-"""mmattn's Hydra launchers: Hydra finds launchers only in the `hydra_plugins` namespace package."""
