@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MappedTokens", "read_tokens", "token_dtype", "write_tokens"]
+__all__ = ["MappedTokens", "read_tokens", "stale_reason", "token_dtype", "write_tokens"]
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -114,6 +114,27 @@ def write_tokens(
     meta_tmp.write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
     os.replace(meta_tmp, _meta_path(path))
     return count
+
+
+def stale_reason(path: str | Path, fingerprint: Mapping[str, Any]) -> str | None:
+    """Why the token file at `path` cannot serve `fingerprint` (what it was made from, against now), None if it can
+    or if there is no complete file to compare."""
+    meta_path = _meta_path(Path(path))
+    if not (Path(path).is_file() and meta_path.is_file()):
+        return None
+    try:
+        made = json.loads(meta_path.read_text(encoding="utf-8")).get("fingerprint", {})
+    except json.JSONDecodeError:
+        return f"{meta_path.name} is not valid JSON"
+    now = json.loads(json.dumps(dict(fingerprint)))
+    differs = []
+    for key in sorted(set(made) | set(now)):
+        old, new = made.get(key), now.get(key)
+        if old != new:
+            # Hashes say only that something changed; plain values (vocab_size, options) are worth showing.
+            plain = not (isinstance(old, str) and len(old) == 64)
+            differs.append(f"{key} {old} in the file, {new} now" if plain else f"other {key}")
+    return "; ".join(differs) or None
 
 
 def read_tokens(path: str | Path, *, fingerprint: Mapping[str, Any]) -> np.memmap | None:

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmattn.data import GeneratedData, ensure_dataset, train_loader
-from mmattn.data.token_files import MappedTokens, read_tokens, token_dtype, write_tokens
+from mmattn.data.token_files import MappedTokens, read_tokens, stale_reason, token_dtype, write_tokens
 
 from .corpus import DOCUMENT_MODES, DocumentStream, default_workers, encode_stream, read_documents, text_files
 from .scan import interpret, scan_splits
@@ -282,6 +282,7 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
         return {
             "files": hashlib.sha256(json.dumps(files).encode()).hexdigest(),
             "tokenizer": hashlib.sha256(tokenizer).hexdigest(),
+            "vocab_size": self.tokenizer.vocab_size,
             "documents": self.documents,
             "split": [self.val_fraction, self.seed],
         }
@@ -300,6 +301,9 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
             began = time.perf_counter()
             counts: dict[str, int] = {}
             path = self._token_path(split)
+            if reason := stale_reason(path, fingerprint):
+                # A cache of the text: made from something else, it is made again (nothing is lost), and said so.
+                log.warning(f"{path} was made from other input ({reason}): tokenizing the {split} split again")
             tokens = write_tokens(
                 path, self._encoded(split, counts), vocab_size=self.tokenizer.vocab_size, fingerprint=fingerprint
             )

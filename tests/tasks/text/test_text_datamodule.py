@@ -3,7 +3,9 @@ streamed and parallel tokenization into token files, and token maps that pickle 
 
 from __future__ import annotations
 
+import logging
 import pickle
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -87,7 +89,7 @@ def test_a_flat_folder_is_split_by_documents_and_the_tokenizer_is_saved_and_reus
 
 
 def test_token_files_are_written_once_mapped_by_every_process_and_rewritten_when_the_text_changes(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from mmattn.data.token_files import read_tokens, write_tokens
 
@@ -112,8 +114,19 @@ def test_token_files_are_written_once_mapped_by_every_process_and_rewritten_when
     # Other text: the files no longer fit and are written again, from the new text.
     _write(tmp_path / "text" / "valid" / "b.txt", "walk right twice\nwalk left twice\nwalk left\n")
     again = TextFolderDataModule(tmp_path / "text", token_dir=tmp_path / "tokens", **kw)
-    again.setup("fit")
+    with caplog.at_level(logging.WARNING):
+        again.setup("fit")
     assert len(again.datasets["val"].stream) > len(other.datasets["val"].stream)
+    assert "train.bin was made from other input (other files): tokenizing the train split again" in caplog.text
+    # Another tokenizer (here a smaller vocabulary): what differs is named, and the files are made again.
+    caplog.clear()
+    smaller = TextFolderDataModule(
+        tmp_path / "text", token_dir=tmp_path / "tokens", **{**kw, "vocab_size": 20, "tokenizer_dir": tmp_path / "t2"}
+    )
+    with caplog.at_level(logging.WARNING):
+        smaller.setup("fit")
+    reason = r"train.bin was made from other input \(other tokenizer; vocab_size \d+ in the file, 20 now\)"
+    assert re.search(reason, caplog.text), caplog.text
     # A killed writer leaves only a temporary file; a file cut short after its description was written is named.
     fingerprint = {"x": 1}
     assert read_tokens(tmp_path / "none.bin", fingerprint=fingerprint) is None
