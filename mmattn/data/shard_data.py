@@ -177,7 +177,7 @@ def write_shards(
 
     The training split is written in a seeded random order, so that each chunk (which litdata shuffles as a unit
     between ranks and workers) mixes the classes; the other splits keep the data's order. A split already written
-    from the same data (identity, classes, listing) is left as it is.
+    from the same data (identity, classes, listing) is left as it is, or written again if a chunk is missing or cut.
 
     Args:
         data: A datamodule implementing `ShardedData` (its data prepared: `prepare_data` has run).
@@ -217,7 +217,8 @@ def write_shards(
         if found is not None and _same_data(found, info) and _whole(split_dir, found):
             written.append(SplitWritten(split, found.num_items, found.num_bytes, 0.0, split_dir, up_to_date=True))
             continue
-        if found is not None and not overwrite:
+        # The same data, damaged (a chunk lost or cut short), is written again without asking.
+        if found is not None and not overwrite and not _same_data(found, info):
             raise ShardError(
                 f"{split_dir} already holds shards of other data ({_what_differs(found, info)}); pass overwrite=true "
                 "to replace them, or write to another folder (data.shards=...)"
@@ -248,4 +249,4 @@ def _what_differs(found: ShardInfo, new: ShardInfo) -> str:
             if key == "listing_sha256":
                 return "other files"
             return f"{key} {getattr(found, key)!r} there, {getattr(new, key)!r} now"
-    return "a damaged copy"
+    return "other contents"

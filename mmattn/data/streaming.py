@@ -76,12 +76,20 @@ class ShardDataset(StreamingDataset):
         self.info = info
         self.decode = decode
 
+    def __iter__(self) -> ShardDataset:
+        """Start a pass over this rank's and worker's chunks (litdata maps and checks them here)."""
+        return self._reading(super().__iter__)
+
     def __getitem__(self, index: Any) -> Any:
         """The decoded item at `index` (an int, or litdata's chunk index while iterating)."""
         if isinstance(index, int) and not 0 <= index < self.info.num_items:
             raise IndexError(f"index {index} is out of range for the {self.info.num_items} records of {self.split_dir}")
+        raw = self._reading(lambda: super(ShardDataset, self).__getitem__(index))
+        return self.decode(record_from_raw(raw, self.split_dir))
+
+    def _reading(self, read: Callable[[], Any]) -> Any:
         try:
-            raw = super().__getitem__(index)
+            return read()
         except ShardError:
             raise
         # litdata reports a chunk that is not what its index says as whatever its parser meets (a RuntimeError on a
@@ -91,7 +99,6 @@ class ShardDataset(StreamingDataset):
                 f"cannot read the shards in {self.split_dir} ({type(e).__name__}: {e}); if a chunk is damaged, copy "
                 "the folder again or write the split again with mmattn-shards"
             ) from e
-        return self.decode(record_from_raw(raw, self.split_dir))
 
 
 class _SkippingStreamingDataLoader(SkippingDataLoader, StreamingDataLoader):
