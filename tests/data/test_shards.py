@@ -257,3 +257,49 @@ def test_shard_dataset_index_is_checked(toy: tuple[Path, Path]) -> None:
     assert isinstance(data.val_set, ShardDataset)
     with pytest.raises(IndexError, match="index 6 is out of range for the 6 records"):
         data.val_set[6]
+
+
+def test_a_run_resumed_inside_an_epoch_reads_the_rest_of_that_epoch(tmp_path: Path) -> None:
+    # Lightning stores litdata's loader state in the checkpoint: the resumed run sees exactly the batches that the
+    # uninterrupted run saw after the checkpoint.
+    import lightning as L
+
+    root = _toy_tree(tmp_path / "toy", per_class={"train": 10, "val": 2, "test": 2})
+    write_shards(ToyData(root), str(tmp_path / "shards"), chunk_bytes=2000)
+    seen: list[list[int]] = []
+
+    class Probe(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(8, 3)
+
+        def training_step(self, batch: Any, index: int) -> torch.Tensor:
+            x, y = batch
+            seen.append(x[:, 1].tolist())  # each item's own number
+            return torch.nn.functional.cross_entropy(self.layer(x.float()), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    class SaveAtStep3(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+            if trainer.global_step == 3:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+
+    def fit(ckpt: Path | None = None, callbacks: list[L.Callback] | None = None) -> list[list[int]]:
+        seen.clear()
+        trainer = L.Trainer(
+            max_epochs=1,
+            callbacks=callbacks,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            limit_val_batches=0,
+        )
+        trainer.fit(Probe(), ToyData(tmp_path, format="shards", shards=tmp_path / "shards"), ckpt_path=ckpt)
+        return list(seen)
+
+    whole = fit(callbacks=[SaveAtStep3()])
+    assert len(whole) == 7  # 30 items in batches of 4
+    assert fit(tmp_path / "mid.ckpt") == whole[3:]
