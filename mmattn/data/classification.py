@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from mmattn.data.shard_data import ShardedData
+
 __all__ = ["DATA_FORMATS", "ClassificationDataModule"]
 
 # Where the items come from: the dataset's own files, or shards written from them by mmattn-shards.
@@ -31,7 +33,7 @@ class ClassificationDataModule(L.LightningDataModule, ABC):
         drop_last: Drop the last incomplete training batch (batch-wise Mixup needs equal, even batches).
         num_classes: Expected number of classes; checked against the data in `setup()`.
         format: "files" reads the dataset's files; "shards" reads the shard folder `shards` written from them by
-            `mmattn-shards` (the subclass must implement `mmattn.data.streaming.ShardedData`).
+            `mmattn-shards` (the subclass must implement `mmattn.data.shard_data.ShardedData`).
         shards: The shard folder or object-store URL (`s3://...`), for format "shards".
 
     Raises:
@@ -159,12 +161,9 @@ def _check_format(data: object, format: str, shards: str | Path | None) -> None:
         raise ValueError(f"format must be one of {list(DATA_FORMATS)}, got {format!r}")
     if format != "shards":
         return
-    # Imported here: litdata loads only for data read from shards.
-    from mmattn.data.shard_data import ShardedData
-
     if not isinstance(data, ShardedData):
         raise ValueError(
-            f"{type(data).__name__} cannot read shards (it does not implement mmattn.data.streaming.ShardedData); "
+            f"{type(data).__name__} cannot read shards (it does not implement mmattn.data.shard_data.ShardedData); "
             "set data.format=files"
         )
     if not shards:

@@ -159,9 +159,12 @@ class SplitWritten:
     up_to_date: bool = False
 
 
+# What makes two written splits the same data (the byte count and the format are consequences).
+_SAME_DATA_KEYS = ("codec", "identity", "classes", "num_items", "listing_sha256", "order", "splits")
+
+
 def _same_data(found: ShardInfo, new: ShardInfo) -> bool:
-    keys = ("codec", "identity", "classes", "num_items", "listing_sha256", "order", "splits")
-    return all(getattr(found, k) == getattr(new, k) for k in keys)
+    return all(getattr(found, k) == getattr(new, k) for k in _SAME_DATA_KEYS)
 
 
 def write_shards(
@@ -240,7 +243,7 @@ def _whole(split_dir: str, info: ShardInfo) -> bool:
 
 
 def _what_differs(found: ShardInfo, new: ShardInfo) -> str:
-    for key in ("codec", "identity", "classes", "num_items", "listing_sha256", "order", "splits"):
+    for key in _SAME_DATA_KEYS:
         if getattr(found, key) != getattr(new, key):
             if key == "identity":
                 keys = sorted(set(found.identity) | set(new.identity))
