@@ -59,6 +59,10 @@ def write(cfg: DictConfig) -> list[SplitWritten]:
             on_split=progress,
         )
     _summary(Console(), written, out)
+    where = "" if out == cfg.data.get("shards") else f" data.shards={out}"
+    Console().print(
+        f"train from them: the same data options and data.format=shards{where}", markup=False, soft_wrap=True
+    )
     return written
 
 
