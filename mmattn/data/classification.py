@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from mmattn.data.resumable import ResumableDataLoader, train_loader
+from mmattn.data.shard_data import ShardedData
 
-__all__ = ["ClassificationDataModule"]
+__all__ = ["DATA_FORMATS", "ClassificationDataModule"]
+
+# Where the items come from: the dataset's own files, or shards written from them by mmattn-shards.
+DATA_FORMATS = ("files", "shards")
 
 
 class ClassificationDataModule(L.LightningDataModule, ABC):
@@ -27,10 +33,13 @@ class ClassificationDataModule(L.LightningDataModule, ABC):
         persistent_workers: Keep workers alive between epochs (only when `num_workers > 0`).
         drop_last: Drop the last incomplete training batch (batch-wise Mixup needs equal, even batches).
         num_classes: Expected number of classes; checked against the data in `setup()`.
+        format: "files" reads the dataset's files; "shards" reads the shard folder `shards` written from them by
+            `mmattn-shards` (the subclass must implement `mmattn.data.shard_data.ShardedData`).
+        shards: The shard folder or object-store URL (`s3://...`), for format "shards".
 
     Raises:
-        ValueError: A non-positive `batch_size` or negative `num_workers`; in `setup()`, a class-count mismatch or an
-            empty split.
+        ValueError: A non-positive `batch_size` or negative `num_workers`, an unknown `format` or one this data
+            cannot read; in `setup()`, a class-count mismatch or an empty split.
     """
 
     loader_class: ClassVar[type[ResumableDataLoader]] = ResumableDataLoader
@@ -45,12 +54,18 @@ class ClassificationDataModule(L.LightningDataModule, ABC):
         persistent_workers: bool = True,
         drop_last: bool = True,
         num_classes: int | None = None,
+        format: str = "files",
+        shards: str | Path | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        _check_format(self, format, shards)
+        self.format = format
+        # A URL stays a string; a local folder is made absolute so DDP ranks and workers agree on it.
+        self.shards = None if shards is None else str(shards) if "://" in str(shards) else os.path.abspath(shards)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -70,7 +85,7 @@ class ClassificationDataModule(L.LightningDataModule, ABC):
         """Load the datasets (once) and set `classes` and `num_classes`."""
         if self.train_set is not None:
             return
-        train, val, test, classes = self._load()
+        train, val, test, classes = self._load_shards() if self.format == "shards" else self._load()
         if self.num_classes is not None and self.num_classes != len(classes):
             raise ValueError(
                 f"num_classes is {self.num_classes} but the data has {len(classes)} classes; "
@@ -82,9 +97,25 @@ class ClassificationDataModule(L.LightningDataModule, ABC):
         self.classes, self.num_classes = list(classes), len(classes)
         self.train_set, self.val_set, self.test_set = train, val, val if test is None else test
 
+    def _load_shards(self) -> tuple[Dataset, Dataset, Dataset | None, list[str]]:
+        from mmattn.data.streaming import load_shard_splits
+
+        # Lightning's seed_everything exports the run's seed; shards then shuffle as reproducibly as files do.
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        splits, classes = load_shard_splits(
+            str(self.shards),
+            self,
+            seed=seed,
+            drop_last=self.drop_last,
+            classes=self.classes,  # type: ignore[arg-type]
+        )
+        return splits["train"], splits["val"], splits.get("test"), classes
+
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
+        if self.format == "shards":
+            return self._shard_loader(dataset)
         options = {
             "num_workers": self.num_workers,
             "pin_memory": self.pin_memory,
@@ -102,6 +133,22 @@ class ClassificationDataModule(L.LightningDataModule, ABC):
             )
         return self.loader_class(dataset, batch_size=self.batch_size, **options)
 
+    def _shard_loader(self, dataset: Dataset) -> DataLoader:
+        from mmattn.data.skipping import SkippingDataLoader
+        from mmattn.data.streaming import shard_loader
+
+        # litdata hands out whole batches per rank and worker (the dataset's drop_last), so no DataLoader drop_last.
+        skipping = issubclass(self.loader_class, SkippingDataLoader)
+        return shard_loader(
+            dataset,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=type(self).collate_fn,
+            skipping_kind=self.loader_class.kind if skipping else None,  # type: ignore[attr-defined]
+        )
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (training transforms)."""
         return self._loader(self.train_set, train=True)
@@ -113,3 +160,17 @@ class ClassificationDataModule(L.LightningDataModule, ABC):
     def test_dataloader(self) -> DataLoader:
         """Test batches (evaluation transforms)."""
         return self._loader(self.test_set, train=False)
+
+
+def _check_format(data: object, format: str, shards: str | Path | None) -> None:
+    if format not in DATA_FORMATS:
+        raise ValueError(f"format must be one of {list(DATA_FORMATS)}, got {format!r}")
+    if format != "shards":
+        return
+    if not isinstance(data, ShardedData):
+        raise ValueError(
+            f"{type(data).__name__} cannot read shards (it does not implement mmattn.data.shard_data.ShardedData); "
+            "set data.format=files"
+        )
+    if not shards:
+        raise ValueError("format=shards needs shards=<the folder or URL that mmattn-shards wrote>; set data.shards")

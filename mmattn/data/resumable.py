@@ -199,6 +199,10 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the training order: `(epoch, batches handed out)` and what the order depends on."""
+        if self.seed is None:
+            # Not ours to resume; a loader class mixed in after this one (litdata's) may keep its own state.
+            parent = getattr(super(), "state_dict", None)
+            return parent() if parent is not None else {}
         epoch, batches = self._position if self._position is not None else (self._epoch(), 0)
         return {"epoch": epoch, "batches": batches, **self._describe()}
 
@@ -209,7 +213,12 @@ class ResumableDataLoader(DataLoader):
             DataOrderError: The checkpoint stopped mid-epoch and the order this run would produce differs (dataset
                 size, batch size or budget, number of processes, seed); the message names what differs.
         """
-        if self.seed is None or not state:
+        if self.seed is None:
+            parent = getattr(super(), "load_state_dict", None)
+            if parent is not None:
+                parent(state)
+            return
+        if not state:
             return
         epoch, batches = int(state["epoch"]), int(state["batches"])
         now = self._describe()

@@ -37,6 +37,7 @@ CONFIG_OF = {
     "mmattn-viz": "viz",
     "mmattn-predict": "predict",
     "mmattn-export": "export",
+    "mmattn-shards": "shards",
 }
 # Run directories in the docs (outputs/<task>/runs/<run>) and the family whose tiny run stands in for them.
 TASK_FAMILY = {
@@ -72,6 +73,7 @@ ELSEWHERE = {
     r"logger=wandb": "W&B keeps a run open per process (tests/cli/test_cli_training_options.py runs it)",
     r"hydra\.searchpath": "a package outside mmattn (tests/examples/test_timeseries_example.py runs these)",
     r"outputs/timeseries_": "a package outside mmattn (tests/examples/test_timeseries_example.py runs these)",
+    r"^s3://": "an object store (litdata's own clients; writing and reading shards are tested on local folders)",
     r"data\.only=": "starts from the vision and audio demos' runs (tests/models/test_fusion.py builds such members, "
     "tests/cli/test_cli_multimodal.py evaluates with one input absent)",
 }
@@ -346,6 +348,9 @@ def test_documented_command(
 
         record = export(_run_config("export", args, tmp_path))
         assert all(entry["max_abs_diff"] < 1e-4 for entry in record["parts"].values())
+    elif name == "shards":
+        written = _write_shards(args, tmp_path)
+        assert written and all(split.num_items > 0 for split in written)
     elif name == "predict":
         from mmattn.cli.predict import predict
 
@@ -375,11 +380,24 @@ def _run_train(args: list[str], trained_run, cwd: Path, own_data: bool) -> None:
     else:
         plain = compose_config("train", args)
         vocab = _stand_in_vocab(plain) if own_data else []
+        if plain.data.get("format") == "shards":
+            # Its shards first, as the command the docs show before it writes them (the same data options).
+            option = compose_config("train", args, return_hydra_config=True).hydra.runtime.choices.data
+            data = [a for a in args if a.startswith(("data.", "paths.")) and not a.startswith("data.format=")]
+            _write_shards([f"data={option}", *data], cwd)
         cfg = _run_config("train", [*args, *_tiny(plain), *vocab], cwd / "run")
     from mmattn.cli.train import train
 
     metrics = train(cfg)
     assert any(key.startswith("val/") for key in metrics), metrics
+
+
+def _write_shards(args: list[str], cwd: Path) -> list:
+    """An mmattn-shards command, tiny (the demo data sizes every test uses)."""
+    from mmattn.cli.shards import write
+
+    plain = compose_config("shards", args)
+    return write(_run_config("shards", [*args, *(o for o in _tiny(plain) if o.startswith("data."))], cwd / "run"))
 
 
 def documented_python() -> list[tuple[str, str]]:

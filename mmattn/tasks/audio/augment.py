@@ -30,8 +30,8 @@ class WaveAugment:
     Args:
         gain_db: (low, high) gain in dB drawn per clip; None disables.
         max_shift: Largest time shift as a fraction of the clip, in either direction; the gap is zero-filled.
-        noise_files: Long background recordings (e.g. Speech Commands' `_background_noise_/`); read lazily, once
-            per worker process.
+        noise_files: Long background recordings (e.g. Speech Commands' `_background_noise_/`), as files or as the
+            bytes of such files (read from shards); decoded lazily, once per worker process.
         noise_prob: Probability of mixing a random crop of one noise file into a clip.
         snr_db: (low, high) signal-to-noise ratio in dB of that mix.
         sample_rate: Rate the noise files are resampled to.
@@ -45,7 +45,7 @@ class WaveAugment:
         *,
         gain_db: Sequence[float] | None = (-6.0, 6.0),
         max_shift: float = 0.0,
-        noise_files: Sequence[str | Path] = (),
+        noise_files: Sequence[str | Path | bytes] = (),
         noise_prob: float = 0.0,
         snr_db: Sequence[float] = (5.0, 20.0),
         sample_rate: int = 16000,
@@ -61,7 +61,7 @@ class WaveAugment:
             raise ValueError("noise_prob > 0 needs noise_files (the dataset has no background-noise recordings)")
         self.gain_db = None if gain_db is None else (float(gain_db[0]), float(gain_db[1]))
         self.max_shift = float(max_shift)
-        self.noise_files = [Path(p) for p in noise_files]
+        self.noise_files = [p if isinstance(p, bytes) else Path(p) for p in noise_files]
         self.noise_prob = float(noise_prob)
         self.snr_db = (float(snr_db[0]), float(snr_db[1]))
         self.sample_rate = sample_rate
@@ -73,9 +73,15 @@ class WaveAugment:
 
     def _noises(self) -> list[Tensor]:
         if self._noise is None:
-            from .io import read_audio
+            from .io import decode_audio, read_audio
 
-            self._noise = [w for w in (read_audio(p, self.sample_rate) for p in self.noise_files) if w.numel()]
+            waves = (
+                decode_audio(p, self.sample_rate, name=f"background noise recording {i}")
+                if isinstance(p, bytes)
+                else read_audio(p, self.sample_rate)
+                for i, p in enumerate(self.noise_files)
+            )
+            self._noise = [w for w in waves if w.numel()]
         return self._noise
 
     @staticmethod

@@ -2,7 +2,9 @@
 
 A split finder turns a dataset folder into lists of `Clip`s (file, label, optional window) per split, checking the
 layout on the way; `AudioClipDataset` reads clips as fixed-length waveforms, and `AudioDataLoader` with
-`mmattn.data.collate_skipping` batches them while counting the files that could not be decoded.
+`mmattn.data.collate_skipping` batches them while counting the files that could not be decoded. The same clips
+written to shards (`clip_sources`) are read back by `AudioRecordDecoder`: both decode with `read_audio`'s decoder
+and finish the waveform with `clip_item` (crop or pad, then the split's transform).
 """
 
 from __future__ import annotations
@@ -471,19 +473,40 @@ class AudioClipDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, int] | BadFile:
         """Waveform [num_samples] and label of clip `i`, or a `BadFile` (with `skip_bad_files`)."""
         clip = self.clips[i]
-        try:
-            if clip.offset is None:
-                wave = read_audio(clip.path, self.sample_rate)
-            else:
-                wave = read_audio(clip.path, self.sample_rate, offset=clip.offset, num_samples=self.num_samples)
-        except AudioDecodeError as e:
-            if not self.skip_bad_files:
-                raise
-            return BadFile(str(clip.path), str(e))
-        wave = fix_length(wave, self.num_samples, mode="random" if self.train else "center")
-        if self.transform is not None:
-            wave = self.transform(wave)
-        return wave, clip.label
+        window = {} if clip.offset is None else {"offset": clip.offset, "num_samples": self.num_samples}
+        return clip_item(
+            lambda: read_audio(clip.path, self.sample_rate, **window),
+            clip.label,
+            str(clip.path),
+            num_samples=self.num_samples,
+            train=self.train,
+            transform=self.transform,
+            skip_bad_files=self.skip_bad_files,
+        )
+
+
+def clip_item(
+    load: Callable[[], Tensor],
+    label: int,
+    name: str,
+    *,
+    num_samples: int,
+    train: bool,
+    transform: Callable[[Tensor], Tensor] | None,
+    skip_bad_files: bool,
+) -> tuple[Tensor, int] | BadFile:
+    """One clip as an item: the loaded waveform cropped or padded to `num_samples` (random in training, centred
+    otherwise), then `transform`; a `BadFile` naming `name` when it cannot be decoded and `skip_bad_files` is on."""
+    try:
+        wave = load()
+    except AudioDecodeError as e:
+        if not skip_bad_files:
+            raise
+        return BadFile(name, str(e))
+    wave = fix_length(wave, num_samples, mode="random" if train else "center")
+    if transform is not None:
+        wave = transform(wave)
+    return wave, label
 
 
 class AudioDataLoader(SkippingDataLoader):

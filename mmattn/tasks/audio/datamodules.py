@@ -7,6 +7,7 @@ training device after the transfer (`features_on="device"`, for GPUs), from the 
 
 from __future__ import annotations
 
+import os
 import warnings
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -17,6 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from mmattn.data import ClassificationDataModule
+from mmattn.data.shard_data import ShardedData
+from mmattn.data.shards import FileSource, Record, RecordSource
 from mmattn.data.skipping import collate_skipping
 
 from .augment import WaveAugment
@@ -29,8 +32,10 @@ from .data import (
     speech_commands_splits,
 )
 from .dtmf import DTMF_CLASSES, make_dtmf
+from .dtmf import GENERATOR_VERSION as DTMF_GENERATOR_VERSION
 from .features import AST_MEAN, AST_STD, AudioFeatures, SpecAugment
 from .io import AUDIO_EXTENSIONS, fix_length
+from .shards import AudioRecordDecoder, clip_sources
 
 SPEECH_COMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 ESC50_URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
@@ -65,12 +70,13 @@ class _RawFeatures(nn.Module):
         return self.features.raw(wave)
 
 
-class AudioClassificationDataModule(ClassificationDataModule):
+class AudioClassificationDataModule(ShardedData, ClassificationDataModule):
     """Base audio datamodule: reading, fixed-length clips, augmentation and features, on top of
     `mmattn.data.ClassificationDataModule`'s loaders.
 
     Subclasses implement `_find_clips()`, returning the train/val[/test] clip lists, the class names and the
-    background-noise files (for noise mixing; may be empty).
+    background-noise files (for noise mixing; may be empty), and `shard_identity()`, the options that choose the
+    clips (to be written to shards and read back with `format="shards"`; the noise files go into a "noise" split).
 
     Args:
         batch_size: Clips per batch (per process under DDP).
@@ -98,6 +104,8 @@ class AudioClassificationDataModule(ClassificationDataModule):
         snr_db: SNR range (low, high) of that mix.
         skip_bad_files: Skip files that cannot be decoded (counted in a warning after each epoch) instead of failing.
         num_classes: Expected number of classes; checked against the data in `setup()`.
+        format: "files" (the dataset's audio files) or "shards" (the shard folder `shards`, from `mmattn-shards`).
+        shards: Shard folder or object-store URL, for format "shards".
 
     Raises:
         ValueError: On a bad option (named in the message).
@@ -129,6 +137,8 @@ class AudioClassificationDataModule(ClassificationDataModule):
         snr_db: Sequence[float] = (5.0, 20.0),
         skip_bad_files: bool = False,
         num_classes: int | None = None,
+        format: str = "files",
+        shards: str | Path | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -137,6 +147,8 @@ class AudioClassificationDataModule(ClassificationDataModule):
             persistent_workers=persistent_workers,
             drop_last=drop_last,
             num_classes=num_classes,
+            format=format,
+            shards=shards,
         )
         if clip_seconds <= 0:
             raise ValueError(f"clip_seconds must be > 0, got {clip_seconds}")
@@ -170,9 +182,12 @@ class AudioClassificationDataModule(ClassificationDataModule):
         # Checked here, before any data is read, so a bad range fails at construction.
         WaveAugment(**{**self.wave_aug_options, "noise_prob": 0.0})
         self.skip_bad_files = skip_bad_files
-        self.noise_files: list[Path] = []
+        self.noise_files: list[Path | bytes] = []
 
     loader_class = AudioDataLoader
+    shard_codec = "audio"
+    # The dataset folder (set by every subclass); shard record keys are paths under it.
+    root: Path
     collate_fn = collate_skipping
     # The files `load_inputs` reads (what mmattn-predict takes from a folder).
     extensions = AUDIO_EXTENSIONS
@@ -235,6 +250,37 @@ class AudioClassificationDataModule(ClassificationDataModule):
         if test is not None:
             test = AudioClipDataset(test, train=False, transform=self._pipeline(False), **common)
         return train, val, test, classes
+
+    def shard_sources(self) -> tuple[dict[str, list[RecordSource]], list[str]]:
+        """Every split's clips (files as they are, windows of long recordings cut out) and, if the data has any, its
+        background-noise recordings as the side split "noise", keyed by their path under the dataset folder."""
+        splits, classes, noise_files = self._find_clips()
+        root = self.root
+        window = dict(sample_rate=self.sample_rate, num_samples=self.num_samples)
+        sources = {split: clip_sources(clips, root, **window) for split, clips in splits.items()}
+        if noise_files:
+            sources["noise"] = [FileSource(Path(os.path.relpath(p, root)).as_posix(), -1, str(p)) for p in noise_files]
+        return sources, classes
+
+    def decode_record(self, train: bool) -> Callable[[Record], Any]:
+        """A stored clip -> `(features or waveform, label)` through the split's pipeline, as from its file."""
+        if train and self.format == "shards" and self.wave_aug_options["noise_prob"] > 0 and not self.noise_files:
+            from mmattn.data.streaming import read_records
+
+            records = read_records(str(self.shards), "noise", self)
+            if not records:
+                raise ValueError(
+                    f"data.noise_prob > 0 but the shards at {self.shards} hold no background-noise recordings (their "
+                    "data has none); set noise_prob=0"
+                )
+            self.noise_files = [record.data for record in records]
+        return AudioRecordDecoder(
+            sample_rate=self.sample_rate,
+            num_samples=self.num_samples,
+            train=train,
+            transform=self._pipeline(train),
+            skip_bad_files=self.skip_bad_files,
+        )
 
     def feature_stats(self, max_clips: int | None = None) -> tuple[float, float]:
         """Mean and std of the un-normalised features of the training clips (centre crops, no augmentation).
@@ -319,11 +365,25 @@ class SpeechCommandsDataModule(AudioClassificationDataModule):
         self.save_hyperparameters(logger=False)
 
     def prepare_data(self) -> None:
-        """Download and extract Speech Commands v2 when asked and missing (once per node)."""
-        if self.download and not (self.root / "validation_list.txt").is_file():
+        """Download and extract Speech Commands v2 when asked and missing (once per node; not for shards)."""
+        if self.download and self.format == "files" and not (self.root / "validation_list.txt").is_file():
             from torchvision.datasets.utils import download_and_extract_archive
 
             download_and_extract_archive(SPEECH_COMMANDS_URL, str(self.root), remove_finished=True)
+
+    def shard_identity(self) -> dict[str, Any]:
+        """Speech Commands and the protocol options; with protocol "12" also the seed and clip length that cut the
+        `_silence_` windows and subsample `_unknown_`."""
+        identity: dict[str, Any] = {"dataset": "speechcommands", "protocol": self.protocol}
+        if self.protocol == "12":
+            identity.update(
+                silence_fraction=self.silence_fraction,
+                unknown_fraction=self.unknown_fraction,
+                seed=self.seed,
+                sample_rate=self.sample_rate,
+                num_samples=self.num_samples,
+            )
+        return identity
 
     def _find_clips(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
         return speech_commands_splits(
@@ -380,9 +440,13 @@ class DTMFDataModule(SpeechCommandsDataModule):
         self.save_hyperparameters(logger=False)
 
     def prepare_data(self) -> None:
-        """Generate the demo set if it is missing (write-once and process-safe)."""
-        if self.generate:
+        """Generate the demo set if it is missing (write-once and process-safe; not for shards)."""
+        if self.generate and self.format == "files":
             make_dtmf(self.data_root, **self.gen_kwargs)
+
+    def shard_identity(self) -> dict[str, Any]:
+        """The generator's version and settings: they fix every clip."""
+        return {"dataset": "dtmf", "generator": DTMF_GENERATOR_VERSION, **self.gen_kwargs}
 
     def _find_clips(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
         # prepare_data may have run in another process, or not at all; make_dtmf returns at once when the finished
@@ -424,11 +488,15 @@ class ESC50DataModule(AudioClassificationDataModule):
         self.save_hyperparameters(logger=False)
 
     def prepare_data(self) -> None:
-        """Download and extract ESC-50 when asked and missing (once per node)."""
-        if self.download and not (self.root / "meta" / "esc50.csv").is_file():
+        """Download and extract ESC-50 when asked and missing (once per node; not for shards)."""
+        if self.download and self.format == "files" and not (self.root / "meta" / "esc50.csv").is_file():
             from torchvision.datasets.utils import download_and_extract_archive
 
             download_and_extract_archive(ESC50_URL, str(self.root.parent), filename="ESC-50-master.zip")
+
+    def shard_identity(self) -> dict[str, Any]:
+        """ESC-50 and the folds held out."""
+        return {"dataset": "esc50", "test_fold": self.test_fold, "val_fold": self.val_fold}
 
     def _find_clips(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
         splits, classes = esc50_splits(self.root, test_fold=self.test_fold, val_fold=self.val_fold)
@@ -461,6 +529,10 @@ class AudioFolderDataModule(AudioClassificationDataModule):
         self.seed = seed
         self.noise_dir = None if noise_dir is None else Path(noise_dir).expanduser()
         self.save_hyperparameters(logger=False)
+
+    def shard_identity(self) -> dict[str, Any]:
+        """An audio folder: the options that split it (the folder's own path may differ where shards are read)."""
+        return {"dataset": "audiofolder", "val_fraction": self.val_fraction, "seed": self.seed}
 
     def _find_clips(self) -> tuple[dict[str, list[Clip]], list[str], list[Path]]:
         from .io import AUDIO_EXTENSIONS

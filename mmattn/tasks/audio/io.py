@@ -6,9 +6,11 @@ Files are read with soundfile (libsndfile) only: torchaudio's own loader needs t
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -67,6 +69,24 @@ def read_audio(path: Path | str, sample_rate: int, *, offset: int = 0, num_sampl
         FileNotFoundError: `path` does not exist.
         AudioDecodeError: soundfile cannot decode `path`, or its rate cannot be resampled to `sample_rate`.
     """
+    return _decode(path, path, sample_rate, offset, num_samples)
+
+
+def decode_audio(
+    data: bytes, sample_rate: int, *, name: str | Path, offset: int = 0, num_samples: int | None = None
+) -> Tensor:
+    """Encoded audio bytes (a WAV, FLAC or OGG file's content) as `read_audio` reads that file; errors name `name`.
+
+    Raises:
+        ValueError: `sample_rate` <= 0, `offset` < 0 or `num_samples` < 0.
+        AudioDecodeError: soundfile cannot decode the bytes, or their rate cannot be resampled to `sample_rate`.
+    """
+    return _decode(io.BytesIO(data), name, sample_rate, offset, num_samples)
+
+
+def _decode(
+    source: Path | str | BinaryIO, name: Path | str, sample_rate: int, offset: int, num_samples: int | None
+) -> Tensor:
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be > 0 Hz, got {sample_rate}")
     if offset < 0:
@@ -74,7 +94,7 @@ def read_audio(path: Path | str, sample_rate: int, *, offset: int = 0, num_sampl
     if num_samples is not None and num_samples < 0:
         raise ValueError(f"num_samples must be >= 0 or None, got {num_samples}")
     try:
-        with sf.SoundFile(path) as f:
+        with sf.SoundFile(source) as f:
             file_rate = f.samplerate
             if file_rate == sample_rate and f.seekable():
                 # Same rate: seek, so a one-second window of a long recording costs one second of decoding.
@@ -84,16 +104,23 @@ def read_audio(path: Path | str, sample_rate: int, *, offset: int = 0, num_sampl
             else:
                 data = f.read(dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as e:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"audio file {path} does not exist; check the dataset folder") from e
-        raise AudioDecodeError(f"cannot decode audio file {path}: {e}") from e
+        if isinstance(source, (str, Path)) and not os.path.exists(source):
+            raise FileNotFoundError(f"audio file {name} does not exist; check the dataset folder") from e
+        raise AudioDecodeError(f"cannot decode audio file {name}: {e}") from e
 
     wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1, dtype=np.float32)))
     if file_rate != sample_rate and wave.numel() > 0:
-        _check_resample(path, file_rate, sample_rate)
+        _check_resample(name, file_rate, sample_rate)
         with torch.no_grad():
             wave = resampler(file_rate, sample_rate)(wave)
     return wave[offset : None if num_samples is None else offset + num_samples]
+
+
+def encode_wav(wave: Tensor, sample_rate: int) -> bytes:
+    """A mono float32 waveform as the bytes of a 32-bit float WAV file: `decode_audio` gives back the same samples."""
+    out = io.BytesIO()
+    sf.write(out, wave.numpy(), sample_rate, format="WAV", subtype="FLOAT")
+    return out.getvalue()
 
 
 def fix_length(wave: Tensor, length: int, mode: str = "center", generator: torch.Generator | None = None) -> Tensor:

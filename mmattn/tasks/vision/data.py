@@ -1,7 +1,13 @@
-"""Image datasets and checks behind the vision datamodules: ImageFolder trees, CIFAR files, transformed views."""
+"""Image datasets and checks behind the vision datamodules: ImageFolder trees, CIFAR files, transformed views, and
+the records of their shards.
+
+Both ways of reading an item share its two steps: the bytes of an image file (from the file, or stored in a shard)
+are decoded by `decode_image`, then `transform_item` applies the split's transform (or yields a `BadFile`).
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -31,6 +37,29 @@ class ImageDecodeError(ValueError):
         self.path = str(path)
 
 
+def _decode_error(name: str | Path, error: BaseException) -> ImageDecodeError:
+    return ImageDecodeError(
+        f"cannot read image {name} ({error or type(error).__name__}); replace or delete it, or set "
+        "data.skip_bad_files=true to skip unreadable files (counted in a warning after each epoch)",
+        name,
+    )
+
+
+def decode_image(data: bytes, name: str | Path) -> Image.Image:
+    """Encoded image bytes (a PNG, JPEG, ... file's content) as RGB, fully decoded; errors name `name`.
+
+    Raises:
+        ImageDecodeError: PIL cannot read them.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.convert("RGB")
+    # PIL reports unknown formats as UnidentifiedImageError (an OSError), truncated data as OSError, some broken
+    # headers as SyntaxError or ValueError.
+    except (OSError, SyntaxError, ValueError) as e:
+        raise _decode_error(name, e) from e
+
+
 def read_image(path: str | Path) -> Image.Image:
     """The image at `path` as RGB, fully decoded (a truncated file fails here, not later in a transform).
 
@@ -39,18 +68,25 @@ def read_image(path: str | Path) -> Image.Image:
         ImageDecodeError: PIL cannot read it.
     """
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
+        data = Path(path).read_bytes()
     except FileNotFoundError as e:
         raise FileNotFoundError(f"image file {path} does not exist") from e
-    # PIL reports unknown formats as UnidentifiedImageError (an OSError), truncated data as OSError, some broken
-    # headers as SyntaxError or ValueError.
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageDecodeError(
-            f"cannot read image {path} ({e or type(e).__name__}); replace or delete it, or set "
-            "data.skip_bad_files=true to skip unreadable files (counted in a warning after each epoch)",
-            path,
-        ) from e
+    except OSError as e:  # a folder or an unreadable file where an image was listed
+        raise _decode_error(path, e) from e
+    return decode_image(data, path)
+
+
+def transform_item(
+    load: Callable[[], tuple[Image.Image, int]], transform: Callable | None, skip_bad_files: bool
+) -> tuple[Any, int] | BadFile:
+    """`(transform(image), target)` of one loaded item; a `BadFile` for an unreadable image with `skip_bad_files`."""
+    try:
+        img, target = load()
+    except ImageDecodeError as e:
+        if not skip_bad_files:
+            raise
+        return BadFile(e.path, str(e.__cause__ or e))
+    return (transform(img) if transform is not None else img), target
 
 
 def load_images(paths: Sequence[str | Path], transform: Callable[[Image.Image], Tensor], img_size: int) -> Tensor:
@@ -95,13 +131,7 @@ class TransformedSubset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[Any, int] | BadFile:
-        try:
-            img, target = self.dataset[self.indices[i]]
-        except ImageDecodeError as e:
-            if not self.skip_bad_files:
-                raise
-            return BadFile(e.path, str(e.__cause__ or e))
-        return (self.transform(img) if self.transform is not None else img), target
+        return transform_item(lambda: self.dataset[self.indices[i]], self.transform, self.skip_bad_files)
 
 
 class ImageFolderDataset(ImageFolder):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from mmattn.data import ClassificationDataModule, SkippingDataLoader, collate_skipping
+from mmattn.data.shard_data import ShardedData
+from mmattn.data.shards import Record, RecordSource
 from mmattn.tasks.vision.data import (
     CIFAR10_CLASSES,
     CIFAR10Dataset,
@@ -21,7 +23,8 @@ from mmattn.tasks.vision.data import (
     image_folder_splits,
     load_images,
 )
-from mmattn.tasks.vision.shapes import DEFAULT_NOISE, DEFAULT_SIZE_RANGE, SHAPE_CLASSES, make_shapes
+from mmattn.tasks.vision.shapes import DEFAULT_NOISE, DEFAULT_SIZE_RANGE, GENERATOR_VERSION, SHAPE_CLASSES, make_shapes
+from mmattn.tasks.vision.shards import ArrayImageSource, ImageRecordDecoder, image_folder_sources
 
 
 def _posterize(img: Any, bits_to_keep: int, **_: Any) -> Any:
@@ -48,10 +51,11 @@ class ImageDataLoader(SkippingDataLoader):
     kind = "image"
 
 
-class ImageClassificationDataModule(ClassificationDataModule):
+class ImageClassificationDataModule(ShardedData, ClassificationDataModule):
     """Base image datamodule: timm transforms on top of `mmattn.data.ClassificationDataModule`'s loaders.
 
-    Subclasses implement `_load()`, returning the train/val/test datasets (yielding PIL images) and the class names.
+    Subclasses implement `_load()`, returning the train/val/test datasets (yielding PIL images) and the class names,
+    and, to be written to shards and read back (`format="shards"`), `shard_identity()` and `shard_sources()`.
 
     Args:
         batch_size: Samples per batch (per process under DDP).
@@ -74,9 +78,12 @@ class ImageClassificationDataModule(ClassificationDataModule):
         num_classes: Expected number of classes; checked against the data in `setup()`.
         skip_bad_files: Skip image files that cannot be read (counted in a warning after each epoch) instead of
             stopping with the file's name.
+        format: "files" (the dataset's image files) or "shards" (the shard folder `shards`, from `mmattn-shards`).
+        shards: Shard folder or object-store URL, for format "shards".
     """
 
     loader_class = ImageDataLoader
+    shard_codec = "image"
     collate_fn = collate_skipping
     # The files `load_inputs` reads (what mmattn-predict takes from a folder).
     extensions = IMG_EXTENSIONS
@@ -105,6 +112,8 @@ class ImageClassificationDataModule(ClassificationDataModule):
         std: Sequence[float] = IMAGENET_DEFAULT_STD,
         num_classes: int | None = None,
         skip_bad_files: bool = False,
+        format: str = "files",
+        shards: str | Path | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -113,6 +122,8 @@ class ImageClassificationDataModule(ClassificationDataModule):
             persistent_workers=persistent_workers,
             drop_last=drop_last,
             num_classes=num_classes,
+            format=format,
+            shards=shards,
         )
         if not 0 < crop_pct <= 1:
             raise ValueError(f"crop_pct {crop_pct} must be in (0, 1]; 1.0 keeps the whole image")
@@ -148,6 +159,10 @@ class ImageClassificationDataModule(ClassificationDataModule):
         """
         return load_images(paths, self.eval_transform, self.img_size)
 
+    def decode_record(self, train: bool) -> Callable[[Record], Any]:
+        """A stored image -> `(tensor, label)` through the training or evaluation transform, as from its file."""
+        return ImageRecordDecoder(self.train_transform if train else self.eval_transform, self.skip_bad_files)
+
 
 class ImageFolderDataModule(ImageClassificationDataModule):
     """Any ImageFolder tree: `root/{train,val[,test]}/<class>/<image>`, or `root/<class>/<image>` split by seed.
@@ -168,6 +183,18 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         self.val_fraction = val_fraction
         self.seed = seed
         self.save_hyperparameters(logger=False)
+
+    def shard_identity(self) -> dict[str, Any]:
+        """An ImageFolder tree: the options that split it (the folder's own path may differ where shards are read)."""
+        return {"dataset": "imagefolder", "val_fraction": self.val_fraction, "seed": self.seed}
+
+    def shard_sources(self) -> tuple[dict[str, list[RecordSource]], list[str]]:
+        """Every split's image files, keyed by their path under `root`."""
+        splits, classes = image_folder_splits(self.root, self.val_fraction, self.seed)
+        sources = {
+            split: image_folder_sources(dataset, indices, self.root) for split, (dataset, indices) in splits.items()
+        }
+        return sources, classes
 
     def _load(self) -> tuple[Dataset, Dataset, Dataset, list[str]]:
         splits, classes = image_folder_splits(self.root, self.val_fraction, self.seed)
@@ -217,12 +244,13 @@ class CIFARDataModule(ImageClassificationDataModule):
         self.save_hyperparameters(logger=False)
 
     def prepare_data(self) -> None:
-        """Download the dataset if `download=True` (Lightning calls this on one process per node)."""
-        if self.download:
+        """Download the dataset if `download=True` (Lightning calls this on one process per node; not for shards)."""
+        if self.download and self.format == "files":
             for train in (True, False):
                 self._dataset_cls(self.root, train=train, download=True)
 
-    def _load(self) -> tuple[Dataset, Dataset, Dataset, list[str]]:
+    def _splits(self) -> tuple[Any, Any, dict[str, list[int] | None]]:
+        """The train and test files and the indices of each split into them (val is drawn from train by seed)."""
         if not (self.root / self._dataset_cls.base_folder).is_dir():
             pretty = "CIFAR-10" if self.name == "cifar10" else "CIFAR-100"
             raise FileNotFoundError(f"{pretty} not found at {self.root}; pass data.download=true to download it")
@@ -232,10 +260,32 @@ class CIFARDataModule(ImageClassificationDataModule):
         if self.val_size >= n:
             raise ValueError(f"val_size {self.val_size} must be smaller than the {n} training images; lower val_size")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
-        train = TransformedSubset(train_full, sorted(perm[self.val_size :]), self.train_transform)
-        val = TransformedSubset(train_full, sorted(perm[: self.val_size]), self.eval_transform)
-        test = TransformedSubset(test_full, None, self.eval_transform)
+        indices = {"train": sorted(perm[self.val_size :]), "val": sorted(perm[: self.val_size]), "test": None}
+        return train_full, test_full, indices
+
+    def _load(self) -> tuple[Dataset, Dataset, Dataset, list[str]]:
+        train_full, test_full, indices = self._splits()
+        train = TransformedSubset(train_full, indices["train"], self.train_transform)
+        val = TransformedSubset(train_full, indices["val"], self.eval_transform)
+        test = TransformedSubset(test_full, indices["test"], self.eval_transform)
         return train, val, test, list(train_full.classes)
+
+    def shard_identity(self) -> dict[str, Any]:
+        """CIFAR-10/100 and the options that draw the validation split."""
+        return {"dataset": self.name, "val_size": self.val_size, "seed": self.seed}
+
+    def shard_sources(self) -> tuple[dict[str, list[RecordSource]], list[str]]:
+        """Every split's images as lossless PNGs, keyed `<train|test>/<index in that file set>`."""
+        train_full, test_full, indices = self._splits()
+        sources: dict[str, list[RecordSource]] = {}
+        for split, full, part in (
+            ("train", train_full, "train"),
+            ("val", train_full, "train"),
+            ("test", test_full, "test"),
+        ):
+            chosen = range(len(full)) if indices[split] is None else indices[split]
+            sources[split] = [ArrayImageSource(f"{part}/{i}", int(full.targets[i]), full.data[i]) for i in chosen]
+        return sources, list(train_full.classes)
 
 
 class ShapesDataModule(ImageFolderDataModule):
@@ -285,15 +335,27 @@ class ShapesDataModule(ImageFolderDataModule):
         self.save_hyperparameters(logger=False)
 
     def prepare_data(self) -> None:
-        """Generate the dataset if it is missing (write-once and process-safe, see `ensure_dataset`)."""
-        if self.generate:
+        """Generate the dataset if it is missing (write-once and process-safe, see `ensure_dataset`); not for shards."""
+        if self.generate and self.format == "files":
             make_shapes(self.data_root, **self.gen_kwargs)
 
+    def shard_identity(self) -> dict[str, Any]:
+        """The generator's version and settings: they fix every image."""
+        return {"dataset": "shapes", "generator": GENERATOR_VERSION, **self.gen_kwargs}
+
+    def shard_sources(self) -> tuple[dict[str, list[RecordSource]], list[str]]:
+        """The generated image files (generated first if missing), keyed by their path under `root/shapes`."""
+        self._ensure_generated()
+        return super().shard_sources()
+
     def _load(self) -> tuple[Dataset, Dataset, Dataset, list[str]]:
+        self._ensure_generated()
+        return super()._load()
+
+    def _ensure_generated(self) -> None:
         # prepare_data may have run in another process (DDP rank 0), or not at all (plain use outside a Trainer):
         # make_shapes returns at once when the finished tree is there, and checks that it matches our settings.
         if self.generate:
             make_shapes(self.data_root, **self.gen_kwargs)
         elif not self.root.is_dir():
             raise FileNotFoundError(f"shapes demo data not found at {self.root}; pass data.generate=true to create it")
-        return super()._load()

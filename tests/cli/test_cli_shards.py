@@ -1,0 +1,82 @@
+"""`mmattn-shards` then `mmattn-train ... data.format=shards`, for the vision demo and the audio demo: the command's
+progress and summary, training from the shards, a checkpoint tested on shards and on files alike, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mmattn_testing import TINY_AUDIO, TINY_DATA, compose_config
+from omegaconf import open_dict
+
+from mmattn.cli.shards import write
+from mmattn.cli.train import train
+
+
+def _module(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m <name> args` as a user runs it (the console scripts are the same programs)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "150"}
+    env.pop("MMATTN_RUN_DIR", None)
+    command = [sys.executable, "-m", name, *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_shapes_demo_to_shards_then_training_from_them(make_cfg, env_data_dir: Path, tmp_path: Path) -> None:
+    out = env_data_dir / "shards" / "shapes"
+    result = _module("mmattn.cli.shards", "data=shapes", *TINY_DATA, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "40/40 items" in result.stderr  # the progress bar of the training split
+    summary = result.stdout
+    assert "mmattn-shards" in summary and f"shards: {out}" in summary
+    assert all(f"│ {split:<5} │" in summary for split in ("train", "val", "test"))
+    assert "│ total │    80 │" in summary and "written" in summary
+    assert sorted(p.name for p in out.iterdir()) == ["test", "train", "val"]
+    assert not (tmp_path / "outputs").exists()  # a conversion leaves no run directory behind
+
+    metrics = train(make_cfg("data.format=shards"))
+    assert {"val/acc", "test/acc", "test/loss"} <= set(metrics)
+    # The checkpoint tests alike on the shards and on the files: the same items through the same transforms.
+    from mmattn.cli.eval import evaluate
+
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    results = {}
+    for fmt in ("shards", "files"):
+        cfg = compose_config("eval", [f"ckpt_path={ckpt}", f"+data.format={fmt}"])
+        with open_dict(cfg):
+            cfg.paths.output_dir, cfg.paths.log_dir = str(tmp_path / f"eval_{fmt}"), str(tmp_path / "logs")
+        results[fmt] = evaluate(cfg)
+    assert results["shards"] == pytest.approx(results["files"], abs=1e-6)
+
+    again = _module("mmattn.cli.shards", "data=shapes", *TINY_DATA, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("up to date, kept") == 3
+
+
+@pytest.mark.slow
+def test_dtmf_demo_to_shards_then_training_from_them(env_data_dir: Path, tmp_path: Path) -> None:
+    data = [o for o in TINY_AUDIO if o.startswith("data.")]
+    cfg = compose_config("shards", ["data=dtmf", *data])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)  # ${hydra:runtime.output_dir} resolves only inside a Hydra job
+    written = {s.split: s.num_items for s in write(cfg)}
+    assert written == {"train": 51, "val": 34, "test": 17, "noise": 5}
+    cfg = compose_config("train", [*TINY_AUDIO, "data.format=shards"])
+    with open_dict(cfg):
+        cfg.paths.output_dir, cfg.paths.log_dir = str(tmp_path / "run"), str(tmp_path / "logs")
+    metrics = train(cfg)
+    assert {"val/acc", "test/acc"} <= set(metrics)
+
+
+def test_training_from_missing_shards_stops_with_one_line(env_data_dir: Path, tmp_path: Path) -> None:
+    nowhere = tmp_path / "nowhere"
+    result = _module("mmattn.train", "data.format=shards", f"data.shards={nowhere}", cwd=tmp_path)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"train.py: error: no shards at {nowhere}; write them with `mmattn-shards data=<this data config>` (it writes "
+        "to data.shards), or point data.shards at them"
+    ), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
