@@ -259,24 +259,33 @@ def test_shard_dataset_index_is_checked(toy: tuple[Path, Path]) -> None:
         data.val_set[6]
 
 
-def test_a_run_resumed_inside_an_epoch_reads_the_rest_of_that_epoch(tmp_path: Path) -> None:
+def test_a_run_resumed_inside_an_epoch_continues_that_epoch_to_the_bit(tmp_path: Path) -> None:
     # Lightning stores litdata's loader state in the checkpoint: the resumed run sees exactly the batches that the
-    # uninterrupted run saw after the checkpoint.
+    # uninterrupted run saw after the checkpoint, with the same augmentation draws and the same draws in the step.
     import lightning as L
 
     root = _toy_tree(tmp_path / "toy", per_class={"train": 10, "val": 2, "test": 2})
     write_shards(ToyData(root), str(tmp_path / "shards"), chunk_bytes=2000)
-    seen: list[list[int]] = []
+    seen: list[tuple[list[int], list[float], float]] = []
+
+    class Augmented(ToyData):
+        def decode_record(self, train: bool) -> Callable[[Record], Any]:
+            def decode(record: Record) -> tuple[torch.Tensor, int]:
+                x, y = _item(record.data, record.label)
+                return torch.cat([x.float(), torch.rand(1)]), y  # a random "augmentation" per item
+
+            return decode
 
     class Probe(L.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.layer = torch.nn.Linear(8, 3)
+            self.layer = torch.nn.Linear(9, 3)
 
         def training_step(self, batch: Any, index: int) -> torch.Tensor:
             x, y = batch
-            seen.append(x[:, 1].tolist())  # each item's own number
-            return torch.nn.functional.cross_entropy(self.layer(x.float()), y)
+            # each item's own number, its augmentation draw, and a draw of the step (dropout would make one)
+            seen.append((x[:, 1].int().tolist(), x[:, -1].tolist(), torch.rand(()).item()))
+            return torch.nn.functional.cross_entropy(self.layer(x), y)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=0.01)
@@ -286,7 +295,7 @@ def test_a_run_resumed_inside_an_epoch_reads_the_rest_of_that_epoch(tmp_path: Pa
             if trainer.global_step == 3:
                 trainer.save_checkpoint(tmp_path / "mid.ckpt")
 
-    def fit(ckpt: Path | None = None, callbacks: list[L.Callback] | None = None) -> list[list[int]]:
+    def fit(ckpt: Path | None = None, callbacks: list[L.Callback] | None = None) -> list:
         seen.clear()
         trainer = L.Trainer(
             max_epochs=1,
@@ -297,9 +306,11 @@ def test_a_run_resumed_inside_an_epoch_reads_the_rest_of_that_epoch(tmp_path: Pa
             enable_checkpointing=False,
             limit_val_batches=0,
         )
-        trainer.fit(Probe(), ToyData(tmp_path, format="shards", shards=tmp_path / "shards"), ckpt_path=ckpt)
+        torch.manual_seed(1)  # the process's RNG before training differs between the runs
+        trainer.fit(Probe(), Augmented(tmp_path, format="shards", shards=tmp_path / "shards"), ckpt_path=ckpt)
         return list(seen)
 
     whole = fit(callbacks=[SaveAtStep3()])
     assert len(whole) == 7  # 30 items in batches of 4
+    torch.manual_seed(2)
     assert fit(tmp_path / "mid.ckpt") == whole[3:]
