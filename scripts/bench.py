@@ -36,11 +36,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from bench_loader import bench_loader  # scripts/, beside this file
 from torch import Tensor, nn
 
 from mmattn.nn import MultiHeadAttention
 
-SECTIONS = ("attention", "vit", "memory", "audio", "translation", "lm", "ddp", "lm_corpus")
+SECTIONS = ("attention", "vit", "memory", "audio", "translation", "lm", "ddp", "lm_corpus", "loader")
 MEMORY_CASES = ("fused", "explicit", "need_weights")
 MIB = 2**20
 
@@ -61,6 +62,12 @@ TARGETS = {
     "lm_sample_256 cached/recompute": 1 / 3,
     # The peak RSS of an LM training process (tokenizing included) must not grow with the corpus: 200 MB vs 10 MB.
     "lm_corpus process_peak_rss largest/smallest": 1.1,
+    # The training loader from shards delivers >= 3x what the demo's model consumes (its time per sample <= 1/3 of the
+    # model's), and is not slower than reading the data folder (10% for timing noise).
+    "loader images model/shards": 1 / 3,
+    "loader audio model/shards": 1 / 3,
+    "loader images files/shards": 1.1,
+    "loader audio files/shards": 1.1,
 }
 
 
@@ -1005,6 +1012,15 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
         worst["seq2seq_train_step ours/torch"] = result["translation"]["train_step"]["ratio"]["ours/torch"]
     if "lm_sampling" in result and result["lm_sampling"]["shape"]["tokens"] == 256:
         worst["lm_sample_256 cached/recompute"] = result["lm_sampling"]["ratio"]["cached/recompute"]
+    if "loader" in result:
+        for modality, case in result["loader"]["cases"].items():
+            # A "worst" is <= its limit: the inverse of how much faster the loader is than the model (at most 1/3),
+            # and files against shards (shards at least as fast, with 10% for timing noise).
+            best = max(v for k, v in case["ratio"].items() if k.startswith("shards/model"))
+            worst[f"loader {modality} model/shards"] = 1 / best
+            worst[f"loader {modality} files/shards"] = max(
+                1 / v for k, v in case["ratio"].items() if k.startswith("shards/files")
+            )
     if "lm_corpus" in result:
         ratio = result["lm_corpus"]["ratio"]["largest/smallest process_peak_rss_mib"]
         worst["lm_corpus process_peak_rss largest/smallest"] = ratio
@@ -1131,6 +1147,7 @@ def main(argv: list[str] | None = None) -> None:
             ("lm", lambda: bench_lm(args, device)),
             ("ddp", lambda: bench_ddp(args)),
             ("lm_corpus", lambda: bench_lm_corpus(args)),
+            ("loader", lambda: bench_loader(args, log)),
         ):
             if section in args.sections:
                 t0 = time.perf_counter()

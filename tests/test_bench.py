@@ -50,6 +50,7 @@ def test_meta_and_out_file(quick_run: tuple[dict, Path]) -> None:
         "lm_sampling",
         "ddp_scaling",
         "lm_corpus",
+        "loader",
     }
     assert _positive_finite(meta["elapsed_s"])
 
@@ -147,6 +148,20 @@ def test_lm_corpus_section(quick_run: tuple[dict, Path]) -> None:
 
 
 @pytest.mark.slow
+def test_loader_section(quick_run: tuple[dict, Path]) -> None:
+    cases = quick_run[0]["loader"]["cases"]
+    assert set(cases) == {"images", "audio"}
+    for case in cases.values():
+        assert set(case["loader"]) == {f"{f}/{w}" for f in ("files", "shards") for w in (0, 1, 2)}
+        for rate in case["loader"].values():
+            # Every loader delivered the whole training split (the demos' drop_last keeps whole batches only).
+            assert case["train_items"] - 16 < rate["items"] <= case["train_items"], (rate, case["train_items"])
+            assert _positive_finite(rate["samples_per_s"]) and _positive_finite(rate["mb_per_s"])
+        assert _positive_finite(case["model_samples_per_s"]) and _positive_finite(case["encoded_bytes_per_item"])
+        assert len(case["ratio"]) == 6 and all(_positive_finite(v) for v in case["ratio"].values())
+
+
+@pytest.mark.slow
 def test_targets_listed(quick_run: tuple[dict, Path]) -> None:
     targets = quick_run[0]["targets"]
     assert set(targets) == {
@@ -155,6 +170,7 @@ def test_targets_listed(quick_run: tuple[dict, Path]) -> None:
         "vit_train_step ours/timm",
         "seq2seq_train_step ours/torch",  # --quick decodes 16 tokens, so the 128-token target is not listed
         "lm_corpus process_peak_rss largest/smallest",
+        *(f"loader {m} {r}" for m in ("images", "audio") for r in ("model/shards", "files/shards")),
     }
     for t in targets.values():
         assert _positive_finite(t["worst"]) and _positive_finite(t["limit"]) and isinstance(t["pass"], bool)
