@@ -47,7 +47,7 @@ def write(cfg: DictConfig) -> list[SplitWritten]:
             f"{type(datamodule).__name__} cannot be written to shards yet (it does not implement "
             "mmattn.data.shard_data.ShardedData)"
         )
-    datamodule.prepare_data()
+    datamodule.prepare_sources()
     console = Console(stderr=True)
     with _SplitProgress(console) as progress:
         written = write_shards(
