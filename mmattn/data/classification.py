@@ -12,12 +12,9 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from mmattn.data.resumable import ResumableDataLoader, train_loader
-from mmattn.data.shard_data import ShardedData
+from mmattn.data.shard_data import DATA_FORMATS, StreamedData, check_format
 
 __all__ = ["DATA_FORMATS", "ClassificationDataModule"]
-
-# Where the items come from: the dataset's own files, or shards written from them by mmattn-shards.
-DATA_FORMATS = ("files", "shards")
 
 
 class ClassificationDataModule(L.LightningDataModule, ABC):
@@ -34,7 +31,7 @@ class ClassificationDataModule(L.LightningDataModule, ABC):
         drop_last: Drop the last incomplete training batch (batch-wise Mixup needs equal, even batches).
         num_classes: Expected number of classes; checked against the data in `setup()`.
         format: "files" reads the dataset's files; "shards" reads the shard folder `shards` written from them by
-            `mmattn-shards` (the subclass must implement `mmattn.data.shard_data.ShardedData`).
+            `mmattn-shards` (the subclass must implement `mmattn.data.shard_data.StreamedData`).
         shards: The shard folder or object-store URL (`s3://...`), for format "shards".
 
     Raises:
@@ -62,10 +59,8 @@ class ClassificationDataModule(L.LightningDataModule, ABC):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        _check_format(self, format, shards)
+        self.shards = check_format(self, format, shards, StreamedData)
         self.format = format
-        # A URL stays a string; a local folder is made absolute so DDP ranks and workers agree on it.
-        self.shards = None if shards is None else str(shards) if "://" in str(shards) else os.path.abspath(shards)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -160,17 +155,3 @@ class ClassificationDataModule(L.LightningDataModule, ABC):
     def test_dataloader(self) -> DataLoader:
         """Test batches (evaluation transforms)."""
         return self._loader(self.test_set, train=False)
-
-
-def _check_format(data: object, format: str, shards: str | Path | None) -> None:
-    if format not in DATA_FORMATS:
-        raise ValueError(f"format must be one of {list(DATA_FORMATS)}, got {format!r}")
-    if format != "shards":
-        return
-    if not isinstance(data, ShardedData):
-        raise ValueError(
-            f"{type(data).__name__} cannot read shards (it does not implement mmattn.data.shard_data.ShardedData); "
-            "set data.format=files"
-        )
-    if not shards:
-        raise ValueError("format=shards needs shards=<the folder or URL that mmattn-shards wrote>; set data.shards")

@@ -1,12 +1,20 @@
 """The contract of a datamodule that can be written to shards and read back, and the writing of all its splits.
 
-`ShardedData` is what `mmattn-shards` and `format="shards"` need from a datamodule: its identity from the config, its
-splits as `RecordSource`s, and the function that decodes and transforms one stored `Record` (the same decoder and
-transforms its file datasets use). `write_shards` writes every split; `mmattn.data.streaming` reads them back.
+`ShardedData` is what `mmattn-shards` needs from a datamodule: its identity from the config and its splits as
+`RecordSource`s. There are two ways to read them back (`mmattn.data.streaming`):
+
+- `StreamedData` adds the function that decodes and transforms one stored `Record` (the same decoder and transforms
+  its file datasets use); litdata's streaming loader then shuffles chunks and hands out decoded items (classification).
+- A datamodule whose own sampler orders the items (token-budget batches by length) reads the records by index
+  (`load_record_splits`), in the order they were written: the source order (`shard_shuffle = False`), so an index
+  names the same item in the files and in the shards.
+
+`write_shards` writes every split; `check_format` checks a datamodule's `format` and `shards` options.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -24,27 +32,43 @@ import numpy as np
 from mmattn.data.shards import (
     INDEX_NAME,
     INFO_NAME,
+    ITEMS_NAME,
     Record,
     RecordSource,
     ShardError,
     ShardInfo,
     check_chunks,
     is_url,
+    items_text,
     join,
     listing_sha256,
     read_info,
 )
 
-__all__ = ["ShardedData", "SplitWritten", "write_shards", "write_split"]
+__all__ = [
+    "DATA_FORMATS",
+    "ShardedData",
+    "SplitWritten",
+    "StreamedData",
+    "check_format",
+    "write_shards",
+    "write_split",
+]
+
+# Where the items come from: the dataset's own files, or shards written from them by mmattn-shards.
+DATA_FORMATS = ("files", "shards")
 
 
 class ShardedData(ABC):
     """The contract of a datamodule whose splits `mmattn-shards` writes and `format="shards"` reads back.
 
     `shard_codec` names what its records' bytes are ("image", "audio"); shards of another codec are refused.
+    `shard_shuffle` writes the training split in a seeded random order (for litdata's streaming loader, which shuffles
+    whole chunks, so each chunk must mix the classes); False keeps the source order, for data read by index.
     """
 
     shard_codec: ClassVar[str]
+    shard_shuffle: ClassVar[bool] = True
 
     @abstractmethod
     def shard_identity(self) -> dict[str, Any]:
@@ -54,12 +78,50 @@ class ShardedData(ABC):
     @abstractmethod
     def shard_sources(self) -> tuple[dict[str, list[RecordSource]], list[str]]:
         """Every split's records in order (train, val, optionally test and side splits such as "noise") and the
-        class names; reads the source data (after `prepare_data`)."""
+        class names (empty without classes); reads the source data (after `prepare_sources`)."""
+
+    def prepare_sources(self) -> None:
+        """Make the source data readable for `shard_sources` (generate a demo): the datamodule's `prepare_data`
+        unless that does more (a datamodule that trains a tokenizer there overrides this)."""
+        self.prepare_data()  # type: ignore[attr-defined]
+
+
+class StreamedData(ShardedData):
+    """A `ShardedData` read back through litdata's streaming loader, one decoded record at a time."""
 
     @abstractmethod
     def decode_record(self, train: bool) -> Callable[[Record], Any]:
         """The picklable function from one stored record to one dataset item, for the training split or the others:
         the same decoder and transforms as the file datasets."""
+
+
+def check_format(
+    data: object, format: str, shards: str | Path | None, contract: type[ShardedData] = ShardedData
+) -> str | None:
+    """Check a datamodule's `format` and `shards` options; return the shard location (None without one).
+
+    A URL stays as it is; a local folder is made absolute so that DDP ranks and loader workers agree on it.
+
+    Raises:
+        ValueError: An unknown format, or format "shards" without `shards` or for data that does not implement
+            `contract` (what its reader needs).
+    """
+    if format not in DATA_FORMATS:
+        raise ValueError(f"format must be one of {list(DATA_FORMATS)}, got {format!r}")
+    if format != "shards":
+        return None if shards is None else _location(shards)
+    if not isinstance(data, contract):
+        raise ValueError(
+            f"{type(data).__name__} cannot read shards (it does not implement mmattn.data.shard_data."
+            f"{contract.__name__}); set data.format=files"
+        )
+    if not shards:
+        raise ValueError("format=shards needs shards=<the folder or URL that mmattn-shards wrote>; set data.shards")
+    return _location(shards)
+
+
+def _location(shards: str | Path) -> str:
+    return str(shards) if is_url(shards) else os.path.abspath(shards)
 
 
 # Writing ------------------------------------------------------------------------------------------------------------
@@ -115,9 +177,13 @@ def write_split(
         raise ValueError(f"the {info.split} split has no items to write")
     info.num_items = len(sources)
     info.listing_sha256 = listing_sha256(sources)
+    items = items_text(sources)
+    if items is not None:
+        info.extra["items"] = {"bytes": len(items), "sha256": hashlib.sha256(items).hexdigest()}
     if is_url(out):
         with tempfile.TemporaryDirectory(prefix="mmattn-shards-") as tmp:
             info.num_bytes = _write_chunks(tmp, sources, chunk_bytes, on_item)
+            _write_items(tmp, items)
             Path(tmp, INFO_NAME).write_text(info.to_json())
             _upload(tmp, join(out, info.split))
         return info
@@ -127,6 +193,7 @@ def write_split(
     tmp_dir.mkdir()
     try:
         info.num_bytes = _write_chunks(str(tmp_dir), sources, chunk_bytes, on_item)
+        _write_items(str(tmp_dir), items)
         (tmp_dir / INFO_NAME).write_text(info.to_json())
         if final.exists():
             shutil.rmtree(final)
@@ -135,6 +202,11 @@ def write_split(
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return info
+
+
+def _write_items(folder: str, items: bytes | None) -> None:
+    if items is not None:
+        Path(folder, ITEMS_NAME).write_bytes(items)
 
 
 def _upload(folder: str, url: str) -> None:
@@ -178,9 +250,10 @@ def write_shards(
 ) -> list[SplitWritten]:
     """Write every split of `data` into the shard folder `out` (`<out>/<split>/`), with its fingerprint.
 
-    The training split is written in a seeded random order, so that each chunk (which litdata shuffles as a unit
-    between ranks and workers) mixes the classes; the other splits keep the data's order. A split already written
-    from the same data (identity, classes, listing) is left as it is, or written again if a chunk is missing or cut.
+    The training split is written in a seeded random order (unless `data.shard_shuffle` is off), so that each chunk
+    (which litdata shuffles as a unit between ranks and workers) mixes the classes; the other splits keep the data's
+    order. A split already written from the same data (identity, classes, listing) is left as it is, or written
+    again if a chunk (or its metadata file) is missing or cut.
 
     Args:
         data: A datamodule implementing `ShardedData` (its data prepared: `prepare_data` has run).
@@ -201,7 +274,7 @@ def write_shards(
     written = []
     for split, items in sources.items():
         order = "source"
-        if split == "train":
+        if split == "train" and data.shard_shuffle:
             items = [items[i] for i in np.random.default_rng(seed).permutation(len(items))]
             order = f"shuffled:{seed}"
         info = ShardInfo(

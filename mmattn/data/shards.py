@@ -6,10 +6,14 @@ Layout of a shard folder (local, or an object-store URL such as `s3://bucket/pre
     <shards>/<split>/chunk-0-<n>.bin    the records, in order
     <shards>/<split>/mmattn.json        `ShardInfo`: what the split holds, checked before training
 
+    <shards>/<split>/items.jsonl        per-item metadata (only when the records have some), one JSON object a line
+
 A record is `{"key", "label", "data", "crc"}`: `data` are the item's encoded bytes as they are on disk (PNG, WAV, ...,
 so shards stay the size of the data and are decoded by the same reader as the files), `crc` their CRC-32 (a garbled
-chunk is caught at the record it spoils), `key` the item's stable name (its path in the source folder). Everything
-here is modality-free: a task lists its items as `RecordSource`s and decodes `Record`s (see `mmattn.data.streaming`).
+chunk is caught at the record it spoils), `key` the item's stable name (its path in the source folder). Metadata that
+must be known without reading the records (an utterance's duration and transcript, which batching and the tokenizer
+need before any audio is read) goes into `items.jsonl`, in record order, checked by its SHA-256. Everything here is
+modality-free: a task lists its items as `RecordSource`s and decodes `Record`s (see `mmattn.data.streaming`).
 
 Object stores go through litdata's own clients (boto3 for s3://, google-cloud-storage for gs://, azure-storage-blob
 for azure://), which read their usual credentials (the README lists them).
@@ -30,6 +34,7 @@ from typing import Any
 
 __all__ = [
     "INFO_NAME",
+    "ITEMS_NAME",
     "SHARD_FORMAT",
     "SHARD_VERSION",
     "FileSource",
@@ -40,9 +45,11 @@ __all__ = [
     "check_chunks",
     "check_info",
     "is_url",
+    "items_text",
     "join",
     "listing_sha256",
     "read_info",
+    "read_items",
     "record_from_raw",
 ]
 
@@ -50,6 +57,7 @@ SHARD_FORMAT = "mmattn-shards"
 SHARD_VERSION = 1
 INFO_NAME = "mmattn.json"
 INDEX_NAME = "index.json"  # litdata's
+ITEMS_NAME = "items.jsonl"
 RECORD_KEYS = frozenset({"key", "label", "data", "crc"})
 
 
@@ -89,10 +97,12 @@ class Record:
 
 
 class RecordSource(ABC):
-    """One item to write: a stable `key`, a `label`, and `read()` for its encoded bytes (picklable, read lazily)."""
+    """One item to write: a stable `key`, a `label`, `read()` for its encoded bytes (picklable, read lazily), and
+    optionally `meta`, flat JSON values stored in the split's `items.jsonl` (readable without the records)."""
 
     key: str
     label: int
+    meta: dict[str, Any] | None = None
 
     @abstractmethod
     def read(self) -> bytes:
@@ -106,6 +116,7 @@ class FileSource(RecordSource):
     key: str
     label: int
     path: str
+    meta: dict[str, Any] | None = field(default=None, hash=False)
 
     def read(self) -> bytes:
         """The file's bytes."""
@@ -116,11 +127,21 @@ class FileSource(RecordSource):
 
 
 def listing_sha256(sources: Iterable[RecordSource]) -> str:
-    """SHA-256 of the keys and labels in order: the same source listing always gives the same hash."""
+    """SHA-256 of the keys, labels and metadata in order: the same source listing always gives the same hash."""
     digest = hashlib.sha256()
     for source in sources:
-        digest.update(f"{source.key}\t{source.label}\n".encode())
+        # Without metadata, the line of the first shard format (shards written before metadata existed stay current).
+        meta = "" if source.meta is None else "\t" + json.dumps(source.meta, sort_keys=True, ensure_ascii=False)
+        digest.update(f"{source.key}\t{source.label}{meta}\n".encode())
     return digest.hexdigest()
+
+
+def items_text(sources: Sequence[RecordSource]) -> bytes | None:
+    """The `items.jsonl` of `sources` (`{"key": ..., **meta}` a line, in order, UTF-8), None when none has metadata."""
+    if all(source.meta is None for source in sources):
+        return None
+    lines = (json.dumps({"key": source.key, **(source.meta or {})}, ensure_ascii=False) + "\n" for source in sources)
+    return "".join(lines).encode()
 
 
 def _canonical(value: Any) -> Any:
@@ -143,6 +164,7 @@ class ShardInfo:
         listing_sha256: `listing_sha256` of the written records, in order.
         num_bytes: Encoded bytes of all records.
         order: "source" (the split finder's order) or "shuffled:<seed>" (training, mixed once so chunks mix classes).
+        extra: `{"items": {"bytes": n, "sha256": h}}` when the split has an `items.jsonl` of per-item metadata.
     """
 
     split: str
@@ -191,9 +213,15 @@ class ShardInfo:
 
 def _read_text(location: str) -> str | None:
     """The text of a local file or an object-store URL; None when it does not exist."""
+    data = _read_bytes(location)
+    return None if data is None else data.decode()
+
+
+def _read_bytes(location: str) -> bytes | None:
+    """The bytes of a local file or an object-store URL; None when it does not exist."""
     if not is_url(location):
         try:
-            return Path(location).read_text()
+            return Path(location).read_bytes()
         except FileNotFoundError:
             return None
     # litdata's provider for the URL's scheme (a private helper: its public API covers chunks, not single files).
@@ -205,7 +233,7 @@ def _read_text(location: str) -> str | None:
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, os.path.basename(location))
         provider.download_file(location, local)
-        return Path(local).read_text()
+        return Path(local).read_bytes()
 
 
 def read_info(split_dir: str) -> ShardInfo | None:
@@ -294,6 +322,38 @@ def check_chunks(split_dir: str, info: ShardInfo) -> None:
         total += int(chunk["chunk_size"])
     if total != info.num_items:
         raise ShardError(f"{split_dir} holds {total} records but its {INFO_NAME} says {info.num_items}; {again}")
+    items = info.extra.get("items")
+    if items is not None:
+        path = Path(split_dir, ITEMS_NAME)
+        if not path.is_file():
+            raise ShardError(f"{path} is missing (its {INFO_NAME} lists per-item metadata); {again}")
+        if path.stat().st_size != items["bytes"]:
+            raise ShardError(
+                f"{path} is {path.stat().st_size} bytes but {INFO_NAME} records {items['bytes']} (truncated or "
+                f"replaced); {again}"
+            )
+
+
+def read_items(split_dir: str, info: ShardInfo) -> list[dict[str, Any]]:
+    """The per-item metadata of a checked split (`items.jsonl`), one dict with its `key` per record, in order.
+
+    Raises:
+        ShardError: The split has no metadata, or the file is missing or differs from the one written.
+    """
+    again = "copy the folder again, or write the split again with mmattn-shards"
+    where = join(split_dir, ITEMS_NAME)
+    expected = info.extra.get("items")
+    if expected is None:
+        raise ShardError(f"{split_dir} was written without per-item metadata ({ITEMS_NAME}); write it again")
+    data = _read_bytes(where)
+    if data is None:
+        raise ShardError(f"{where} is missing (its {INFO_NAME} lists per-item metadata); {again}")
+    if len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        raise ShardError(f"{where} differs from the file written (its SHA-256 does not match {INFO_NAME}); {again}")
+    items = [json.loads(line) for line in data.decode().splitlines()]
+    if len(items) != info.num_items:
+        raise ShardError(f"{where} lists {len(items)} items but {INFO_NAME} says {info.num_items}; {again}")
+    return items
 
 
 def record_from_raw(raw: Any, where: str) -> Record:

@@ -1,12 +1,15 @@
 """Training from shard folders: litdata's `StreamingDataset` / `StreamingDataLoader` over `mmattn.data.shards`.
 
-`load_shard_splits` opens the splits of a `mmattn.data.shard_data.ShardedData` datamodule after checking their
+`load_shard_splits` opens the splits of a `mmattn.data.shard_data.StreamedData` datamodule after checking their
 fingerprints and chunks (before anything is read); `ShardDataset` decodes each record with the datamodule's own
-decoder and transforms, and names the folder when a chunk turns out damaged while reading.
+decoder and transforms, and names the folder when a chunk turns out damaged while reading. litdata shards the chunks
+over DDP ranks and loader workers itself (every rank gets the same number of items, so under DDP a few items of a
+split can be left out of an epoch), reshuffles them each epoch, and its loader's state goes into Lightning
+checkpoints, so a resumed run continues inside the epoch.
 
-litdata shards the chunks over DDP ranks and loader workers itself (every rank gets the same number of items, so
-under DDP a few items of a split can be left out of an epoch), reshuffles them each epoch, and its loader's state
-goes into Lightning checkpoints, so a resumed run continues inside the epoch.
+`load_record_splits` opens the splits of data read by index instead (`ShardRecords`, a map-style dataset of stored
+records, with the per-item metadata of `items.jsonl`): its own sampler and loader (token-budget batches,
+`mmattn.data.ResumableDataLoader`) order and resume the items exactly as from its files.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from litdata import StreamingDataLoader, StreamingDataset
+from torch.utils.data import Dataset
 
 from mmattn.data.resumable import mix_seed, seed_rngs
-from mmattn.data.shard_data import ShardedData
+from mmattn.data.shard_data import ShardedData, StreamedData
 from mmattn.data.shards import (
     Record,
     ShardError,
@@ -30,11 +35,20 @@ from mmattn.data.shards import (
     is_url,
     join,
     read_info,
+    read_items,
     record_from_raw,
 )
 from mmattn.data.skipping import SkippingDataLoader
 
-__all__ = ["ShardDataset", "load_shard_splits", "read_records", "shard_loader"]
+__all__ = [
+    "RecordSplit",
+    "ShardDataset",
+    "ShardRecords",
+    "load_record_splits",
+    "load_shard_splits",
+    "read_records",
+    "shard_loader",
+]
 
 EVAL_SPLITS = ("train", "val", "test")
 
@@ -176,7 +190,7 @@ def _missing(root: str, split: str) -> ShardError:
 
 def load_shard_splits(
     root: str,
-    data: ShardedData,
+    data: StreamedData,
     *,
     seed: int,
     drop_last: bool,
@@ -200,15 +214,7 @@ def load_shard_splits(
     Raises:
         ShardError: A missing folder, split or chunk, a damaged file, or shards of other data; one line naming it.
     """
-    infos: dict[str, ShardInfo] = {}
-    for split in EVAL_SPLITS:
-        info = read_info(join(root, split))
-        if info is None:
-            # A dataset without a test split was written without one: its test split is val, as from files.
-            if split == "test" and "test" not in infos["train"].splits:
-                continue
-            raise _missing(root, split)
-        infos[split] = info
+    infos = _split_infos(root)
     expected = list(classes) if classes is not None else infos["train"].classes
     datasets = {}
     for split, info in infos.items():
@@ -225,6 +231,20 @@ def load_shard_splits(
             drop_last=drop_last if train else None,
         )
     return datasets, list(infos["train"].classes)
+
+
+def _split_infos(root: str) -> dict[str, ShardInfo]:
+    """The fingerprints of train, val and (if written) test."""
+    infos: dict[str, ShardInfo] = {}
+    for split in EVAL_SPLITS:
+        info = read_info(join(root, split))
+        if info is None:
+            # A dataset without a test split was written without one: its test split is val, as from files.
+            if split == "test" and "test" not in infos["train"].splits:
+                continue
+            raise _missing(root, split)
+        infos[split] = info
+    return infos
 
 
 def _check_split(root: str, split: str, info: ShardInfo, data: ShardedData, classes: Sequence[str] | None) -> None:
@@ -250,5 +270,64 @@ def read_records(root: str, split: str, data: ShardedData) -> list[Record] | Non
             return None
         raise _missing(root, split)
     _check_split(root, split, info, data, None)
-    dataset = ShardDataset(split_dir, info, lambda record: record, shuffle=False)
+    dataset = ShardDataset(split_dir, info, _record, shuffle=False)
     return [dataset[i] for i in range(info.num_items)]
+
+
+def _record(record: Record) -> Record:
+    return record
+
+
+class ShardRecords(Dataset):
+    """One written split as a map-style dataset: item i = the i-th stored `Record` (its CRC checked), for data read
+    by index in its own order (local chunks are memory-mapped; from an object store litdata fetches each record's
+    bytes alone).
+
+    litdata's dataset is opened on first use in each process (a loader worker, a DDP rank), never inherited.
+    """
+
+    def __init__(self, split_dir: str, info: ShardInfo) -> None:
+        self.split_dir = split_dir
+        self.info = info
+        self._dataset: ShardDataset | None = None
+        self._pid = 0
+
+    def __len__(self) -> int:
+        """The number of stored records."""
+        return self.info.num_items
+
+    def __getitem__(self, index: int) -> Record:
+        """The record at `index`."""
+        # A forked worker would inherit litdata's reader with its threads gone: each process opens its own.
+        if self._dataset is None or self._pid != os.getpid():
+            self._dataset = ShardDataset(self.split_dir, self.info, _record, shuffle=False)
+            self._pid = os.getpid()
+        return self._dataset[int(index)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_dataset": None}
+
+
+@dataclass(frozen=True)
+class RecordSplit:
+    """A checked split read by index: its records and the per-item metadata of `items.jsonl` (empty without)."""
+
+    records: ShardRecords
+    items: list[dict[str, Any]]
+
+
+def load_record_splits(root: str, data: ShardedData) -> dict[str, RecordSplit]:
+    """Open the train, val and (if written) test splits of the shard folder `root` for `data`, after checking their
+    fingerprints, chunks and metadata files, and read their metadata.
+
+    Raises:
+        ShardError: A missing folder, split, chunk or metadata file, a damaged file, or shards of other data; one
+            line naming it.
+    """
+    splits = {}
+    for split, info in _split_infos(root).items():
+        _check_split(root, split, info, data, None)
+        split_dir = join(root, split)
+        items = read_items(split_dir, info) if "items" in info.extra else []
+        splits[split] = RecordSplit(ShardRecords(split_dir, info), items)
+    return splits

@@ -7,6 +7,9 @@ place, the JSON last, so a killed writer leaves no file that passes for complete
 (other text, another tokenizer) gets None and writes them again. Processes map the file read-only: the operating
 system's page cache holds the stream once per machine, not once per process. `MappedTokens` names such a map so
 that it can cross a process boundary (a pickle) as a file name instead of as a copy of the tokens.
+
+`TokenFileData` is the contract of a datamodule whose prepared form is such a folder (with its tokenizer):
+`mmattn-shards` prepares it once, before a run of many processes or nodes reads it.
 """
 
 from __future__ import annotations
@@ -14,14 +17,32 @@ from __future__ import annotations
 import json
 import mmap
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["MappedTokens", "read_tokens", "stale_reason", "token_dtype", "write_tokens"]
+if TYPE_CHECKING:
+    from mmattn.data.shard_data import SplitWritten
+
+__all__ = ["MappedTokens", "TokenFileData", "read_tokens", "stale_reason", "token_dtype", "write_tokens"]
+
+
+class TokenFileData(ABC):
+    """A datamodule whose prepared form is a folder of token files beside its tokenizer.
+
+    `mmattn-shards` calls `write_token_dir(out)`; a training run given `data.token_dir=<out>` and
+    `data.tokenizer_dir=<out>/tokenizer` (and the same data options) then loads that tokenizer and maps those files
+    instead of tokenizing again.
+    """
+
+    @abstractmethod
+    def write_token_dir(self, out: Path) -> list[SplitWritten]:
+        """Prepare the source (generate a demo), train the tokenizer into `out/tokenizer` (or load the one there),
+        and write each split's token file into `out`, keeping the ones made from the same input."""
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

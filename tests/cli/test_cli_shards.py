@@ -1,5 +1,6 @@
 """`mmattn-shards` then `mmattn-train ... data.format=shards`, for the vision demo and the audio demo: the command's
-progress and summary, training from the shards, a checkpoint tested on shards and on files alike, one-line errors."""
+progress and summary, training from the shards, a checkpoint tested on shards and on files alike, one-line errors;
+the speech and translation demos trained from their shards, and a text folder's token files written ahead of a run."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from mmattn_testing import TINY_AUDIO, TINY_DATA, compose_config
+from mmattn_testing import TINY_AUDIO, TINY_DATA, TINY_LM, TINY_SPEECH, TINY_TRANSLATION, compose_config
 from omegaconf import open_dict
 
 from mmattn.cli.shards import write
@@ -80,3 +81,48 @@ def test_training_from_missing_shards_stops_with_one_line(env_data_dir: Path, tm
         "to data.shards), or point data.shards at them"
     ), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def _tiny_run(overrides: list[str], tmp_path: Path) -> dict[str, float]:
+    cfg = compose_config("train", overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir, cfg.paths.log_dir = str(tmp_path / "run"), str(tmp_path / "logs")
+    return train(cfg)
+
+
+def _write(overrides: list[str], tmp_path: Path) -> dict[str, int]:
+    cfg = compose_config("shards", overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    return {s.split: s.num_items for s in write(cfg)}
+
+
+@pytest.mark.slow
+def test_speech_demo_to_shards_then_training_from_them(env_data_dir: Path, tmp_path: Path) -> None:
+    data = [o for o in TINY_SPEECH if o.startswith("data.")]
+    assert _write(["data=spoken_digits", *data], tmp_path) == {"train": 24, "val": 6, "test": 6}
+    assert (env_data_dir / "shards" / "spoken_digits" / "train" / "items.jsonl").is_file()
+    metrics = _tiny_run([*TINY_SPEECH, "data.format=shards"], tmp_path)
+    assert {"val/wer", "test/wer"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_translation_demo_to_shards_then_training_from_them(env_data_dir: Path, tmp_path: Path) -> None:
+    assert _write(["data=scan"], tmp_path) == {"train": 15892, "val": 836, "test": 4182}
+    metrics = _tiny_run([*TINY_TRANSLATION, "data.format=shards"], tmp_path)
+    assert {"val/exact", "test/bleu"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_text_folder_to_token_files_then_training_reuses_them(env_data_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "tokens"
+    assert _write(["data=scan_lm", f"out={out}"], tmp_path) == {"train": 147078, "val": 7690, "test": 38740}
+    assert f"data.token_dir={out} data.tokenizer_dir={out / 'tokenizer'}" in capsys.readouterr().out
+    made = {p.name: p.stat().st_mtime_ns for p in [*out.iterdir(), *(out / "tokenizer").iterdir()]}
+    metrics = _tiny_run([*TINY_LM, f"data.token_dir={out}", f"data.tokenizer_dir={out / 'tokenizer'}"], tmp_path)
+    assert "val/loss" in metrics
+    # Mapped as written: neither the tokenizer nor a split was made again, nothing tokenized into the run.
+    assert {p.name: p.stat().st_mtime_ns for p in [*out.iterdir(), *(out / "tokenizer").iterdir()]} == made
+    assert not (tmp_path / "run" / "tokens").exists()
+    with pytest.raises(ValueError, match="set out=<a folder on a disk all the run's nodes see>"):
+        _write(["data=scan_lm"], tmp_path)

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mmattn.data import ClassificationDataModule
-from mmattn.data.shard_data import ShardedData, write_shards
+from mmattn.data.shard_data import ShardedData, StreamedData, write_shards
 from mmattn.data.shards import FileSource, Record, RecordSource, ShardError, read_info
 from mmattn.data.streaming import ShardDataset
 
@@ -43,7 +43,7 @@ class _Files(Dataset):
         return _item(path.read_bytes(), label)
 
 
-class ToyData(ShardedData, ClassificationDataModule):
+class ToyData(StreamedData, ClassificationDataModule):
     """Files `root/<split>/<class>/<n>.bin`, an item being the first 8 bytes of a file and its class."""
 
     shard_codec = "bytes"
@@ -314,3 +314,59 @@ def test_a_run_resumed_inside_an_epoch_continues_that_epoch_to_the_bit(tmp_path:
     assert len(whole) == 7  # 30 items in batches of 4
     torch.manual_seed(2)
     assert fit(tmp_path / "mid.ckpt") == whole[3:]
+
+
+class IndexedToy(ShardedData):
+    """Files read by index in their own order, each with metadata known without reading the records."""
+
+    shard_codec = "bytes"
+    shard_shuffle = False
+
+    def __init__(self, root: Path, *, variant: int = 0) -> None:
+        self.root, self.variant = root, variant
+
+    def shard_identity(self) -> dict[str, Any]:
+        return {"dataset": "indexed toy"}
+
+    def shard_sources(self) -> tuple[dict[str, list[RecordSource]], list[str]]:
+        files = {split: sorted((self.root / split).rglob("*.bin")) for split in ("train", "val")}
+        sources = {
+            split: [
+                FileSource(
+                    f.name, 0, str(f), meta={"size": f.stat().st_size, "first": f.read_bytes()[0] + self.variant}
+                )
+                for f in found
+            ]
+            for split, found in files.items()
+        }
+        return sources, []
+
+
+def test_records_read_by_index_in_source_order_with_their_metadata(tmp_path: Path) -> None:
+    from mmattn.data.streaming import ShardRecords, load_record_splits
+
+    root = _toy_tree(tmp_path / "toy", per_class={"train": 6, "val": 2})
+    data = IndexedToy(root)
+    write_shards(data, str(tmp_path / "shards"), chunk_bytes=2000)
+    sources, _ = data.shard_sources()
+    splits = load_record_splits(str(tmp_path / "shards"), data)
+    assert set(splits) == {"train", "val"}  # written without a test split
+    train = splits["train"]
+    assert isinstance(train.records, ShardRecords) and len(train.records) == 18
+    assert read_info(str(tmp_path / "shards" / "train")).order == "source"
+    # Index i is source i (no shuffle), with its metadata in items.jsonl.
+    for i in (0, 7, 17):
+        assert train.records[i].key == sources["train"][i].key
+        assert train.records[i].data == Path(sources["train"][i].path).read_bytes()
+    assert train.items[7] == {"key": sources["train"][7].key, **sources["train"][7].meta}
+    # A loader worker gets the dataset without litdata's reader (it opens its own).
+    import pickle
+
+    assert pickle.loads(pickle.dumps(train.records))[3].key == sources["train"][3].key
+    # Other metadata is other data; a cut items.jsonl is found by its size before training.
+    with pytest.raises(ShardError, match=r"already holds shards of other data \(other files\)"):
+        write_shards(IndexedToy(root, variant=1), str(tmp_path / "shards"))
+    items = tmp_path / "shards" / "val" / "items.jsonl"
+    items.write_bytes(items.read_bytes()[:-10])
+    with pytest.raises(ShardError, match=r"val/items.jsonl is \d+ bytes but mmattn.json records \d+ \(truncated"):
+        load_record_splits(str(tmp_path / "shards"), data)

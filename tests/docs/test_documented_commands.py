@@ -9,6 +9,7 @@ for real is named in `ELSEWHERE`.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import shlex
@@ -190,10 +191,23 @@ def _first_of_sweeps(args: list[str]) -> list[str]:
     return [re.sub(r"=([^\[\]{},]+),.*$", r"=\1", a) for a in args if a != "-m"]
 
 
+@functools.cache
+def _family_data() -> dict[str, str]:
+    """The datamodule each family's demo run trains on."""
+    return {
+        family: compose_config("train", [o for o in overrides if o.startswith("experiment=")]).data._target_
+        for family, overrides in FAMILIES.items()
+    }
+
+
 def _tiny(cfg: DictConfig) -> list[str]:
     """The tiny-run overrides (model widths, demo data sizes, batches) that apply to the keys this config has."""
     chosen: dict[str, str] = {}
-    for override in [o for family in FAMILIES.values() for o in family]:
+    # The family on the same data first: a demo is generated once per session, at that family's sizes (the DTMF
+    # demo's train_per_class is the audio family's, not the vision family's shapes size of the same name).
+    target = cfg.data.get("_target_") if "data" in cfg else None
+    families = sorted(FAMILIES, key=lambda family: _family_data()[family] != target)
+    for override in [o for family in families for o in FAMILIES[family]]:
         key, value = override.split("=", 1)
         plain = key.lstrip("+")
         # Group choices (experiment=, model=) belong to their family's own run, never to another command.

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mmattn.data import ClassificationDataModule
-from mmattn.data.shard_data import ShardedData
+from mmattn.data.shard_data import StreamedData
 from mmattn.data.shards import FileSource, Record, RecordSource
 from mmattn.data.skipping import collate_skipping
 
@@ -70,7 +70,7 @@ class _RawFeatures(nn.Module):
         return self.features.raw(wave)
 
 
-class AudioClassificationDataModule(ShardedData, ClassificationDataModule):
+class AudioClassificationDataModule(StreamedData, ClassificationDataModule):
     """Base audio datamodule: reading, fixed-length clips, augmentation and features, on top of
     `mmattn.data.ClassificationDataModule`'s loaders.
 

@@ -4,14 +4,8 @@ subsampling) feeds `mmattn.models.EncoderDecoder`; manifests, LibriSpeech and th
 encoder (`SpokenTextDataModule`)."""
 
 from .corpus import Utterance, read_librispeech, read_manifest, write_manifest
-from .datamodule import (
-    LibriSpeechDataModule,
-    ManifestDataModule,
-    SpeechDataModule,
-    SpeechDataset,
-    SpokenDigitsDataModule,
-    collate_speech,
-)
+from .datamodule import SpeechDataModule, SpeechDataset, collate_speech
+from .datamodules import LibriSpeechDataModule, ManifestDataModule, SpokenDigitsDataModule
 from .digits import DIGIT_WORDS, digits_to_words, espeak_available, make_spoken_digits
 from .frontend import ConvSubsampling, SpeechFrontEnd, collate_audio
 from .spoken_text import SpokenTextDataModule, SpokenTextDataset, collate_spoken_text

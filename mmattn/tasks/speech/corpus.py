@@ -16,7 +16,15 @@ from pathlib import Path
 
 import soundfile as sf
 
-__all__ = ["Utterance", "read_manifest", "write_manifest", "read_librispeech", "AUDIO_KEYS", "LIBRISPEECH_SUBSETS"]
+__all__ = [
+    "AUDIO_KEYS",
+    "LIBRISPEECH_SUBSETS",
+    "Utterance",
+    "keep_short",
+    "read_librispeech",
+    "read_manifest",
+    "write_manifest",
+]
 
 # "audio_filepath" is NeMo's name for the key; ours comes first and is the one `write_manifest` writes.
 AUDIO_KEYS = ("audio", "audio_filepath")
@@ -89,7 +97,7 @@ def _parse_manifest_line(line: str, where: str, folder: Path) -> Utterance:
     return Utterance(id=str(utt_id), path=path, duration=float(duration), text=text)
 
 
-def _check_kept(utterances: list[Utterance], dropped: int, source: Path, max_duration: float | None) -> None:
+def _check_kept(utterances: list, dropped: int, source: Path, max_duration: float | None) -> None:
     """Raise when nothing is left of `source`: an empty corpus is a configuration error, not an empty epoch."""
     if utterances:
         return
@@ -99,6 +107,17 @@ def _check_kept(utterances: list[Utterance], dropped: int, source: Path, max_dur
             "max_duration or set it to None"
         )
     raise ValueError(f"{source} lists no utterances; check that it is the right file and not truncated")
+
+
+def keep_short(utterances: list[Utterance], max_duration: float | None, source: Path | str) -> list[int]:
+    """Indices of the utterances at most `max_duration` seconds long (all when it is None), in order.
+
+    Raises:
+        ValueError: None is left (`source` names where they were read from).
+    """
+    kept = [i for i, u in enumerate(utterances) if max_duration is None or u.duration <= max_duration]
+    _check_kept(kept, len(utterances) - len(kept), Path(source), max_duration)
+    return kept
 
 
 def read_manifest(
@@ -273,7 +292,5 @@ def read_librispeech(
             "subset folder? Re-extract the archive"
         )
     utterances = sorted((u for trans in transcripts for u in _read_transcripts(trans)), key=lambda u: u.id)
-    kept = [u for u in utterances if max_duration is None or u.duration <= max_duration]
-    dropped = len(utterances) - len(kept)
-    _check_kept(kept, dropped, folder, max_duration)
-    return kept, dropped
+    kept = keep_short(utterances, max_duration, folder)
+    return [utterances[i] for i in kept], len(utterances) - len(kept)

@@ -1,46 +1,49 @@
-"""Speech-recognition datamodules: JSON-lines manifests, the LibriSpeech layout, and the built-in spoken-digits demo.
+"""Speech-recognition data: the dataset, the batches, and the datamodule base that JSON-lines manifests, the
+LibriSpeech layout and the built-in spoken-digits demo share (`mmattn.tasks.speech.datamodules`).
 
 Batches are dicts for `mmattn.lit.Seq2SeqModule`: `src` = `{"audio": [B, T] waveforms, "audio_lengths": [B]}` (the
 input of `mmattn.tasks.speech.SpeechFrontEnd`, which computes the features in the model), `tgt` = transcript ids [B, L]
 (EOS-terminated, padded) and `ref` = the normalised transcripts that WER/CER compare against. Batches hold up to
 `max_frames` padded 10 ms feature frames of duration-bucketed utterances (`mmattn.data.TokenBudgetBatchSampler`
 with frames as tokens), so short clips make big batches and little compute goes to padding.
+
+`mmattn-shards` writes every utterance's audio file as it is, with its id, duration and transcript in the split's
+`items.jsonl`; `format="shards"` reads those back without touching the audio (the tokenizer, the duration filter and
+the batch lengths come from them) and then each clip by index, so batches, items and their order are the files'.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-from mmattn.data import GeneratedData, TokenBudgetLoaders
+from mmattn.data import TokenBudgetLoaders
+from mmattn.data.shard_data import ShardedData, check_format
+from mmattn.data.shards import FileSource, Record, RecordSource
 from mmattn.tasks.audio.augment import WaveAugment
-from mmattn.tasks.audio.io import read_audio
+from mmattn.tasks.audio.io import decode_audio, read_audio
 from mmattn.tasks.text.bpe import EOS_ID, PAD_ID, UNK_ID
 from mmattn.tasks.text.tokenizer import TextTokenizer
 from mmattn.tasks.text.tokenizer_dir import TokenizerInRunDir
 
-from .corpus import Utterance, read_librispeech, read_manifest
-from .digits import make_spoken_digits
+from .corpus import Utterance, keep_short
 from .frontend import collate_audio
 
-__all__ = [
-    "LibriSpeechDataModule",
-    "ManifestDataModule",
-    "SpeechDataModule",
-    "SpeechDataset",
-    "SpokenDigitsDataModule",
-    "collate_speech",
-]
+if TYPE_CHECKING:
+    from mmattn.data.streaming import RecordSplit
+
+__all__ = ["SpeechDataModule", "SpeechDataset", "collate_speech", "normalize_transcript"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,11 @@ def normalize_transcript(text: str, lowercase: bool) -> str:
 
 
 class SpeechDataset(Dataset):
-    """Utterances with encoded transcripts: item i = (waveform [T] at `sample_rate`, target ids, reference text)."""
+    """Utterances with encoded transcripts: item i = (waveform [T] at `sample_rate`, target ids, reference text).
+
+    The audio of utterance i is its file, or with `records` (read from shards) the stored bytes of that file,
+    `records[i]`: the same decoder reads both, and the same augmentation follows.
+    """
 
     def __init__(
         self,
@@ -66,16 +73,22 @@ class SpeechDataset(Dataset):
         *,
         sample_rate: int,
         augment: WaveAugment | None = None,
+        records: Dataset | None = None,
     ) -> None:
         self.utterances, self.targets, self.refs = list(utterances), list(targets), list(refs)
         self.sample_rate = sample_rate
         self.augment = augment
+        self.records = records
 
     def __len__(self) -> int:
         return len(self.utterances)
 
     def __getitem__(self, i: int) -> tuple[Tensor, list[int], str]:
-        wave = read_audio(self.utterances[i].path, self.sample_rate)
+        if self.records is None:
+            wave = read_audio(self.utterances[i].path, self.sample_rate)
+        else:
+            record: Record = self.records[i]
+            wave = decode_audio(record.data, self.sample_rate, name=record.name)
         if self.augment is not None:
             wave = self.augment(wave)
         return wave, self.targets[i], self.refs[i]
@@ -95,8 +108,9 @@ def collate_speech(batch: Sequence[tuple[Tensor, list[int], str]]) -> dict[str, 
     }
 
 
-class SpeechDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDataModule):
-    """Base of the speech datamodules: subclasses say where the utterances of each split are (`read_split`).
+class SpeechDataModule(ShardedData, TokenizerInRunDir, TokenBudgetLoaders, L.LightningDataModule):
+    """Base of the speech datamodules: subclasses say where the utterances of each split are (`read_split`) and what
+    identifies them (`shard_identity`).
 
     A BPE tokenizer is trained on the training transcripts, saved in `tokenizer_dir` and loaded from there on resume
     and on other DDP ranks (`TokenizerInRunDir`); `Seq2SeqModule` also stores it in every checkpoint. Characters
@@ -120,9 +134,15 @@ class SpeechDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDataMod
         num_workers: Loader workers (they read and decode audio).
         pin_memory: Pin host memory.
         seed: Seed of the batch order.
+        format: "files" (the audio files the splits list) or "shards" (the shard folder `shards`, from
+            `mmattn-shards`).
+        shards: Shard folder or object-store URL, for format "shards".
     """
 
     tokenizer_class = TextTokenizer
+    shard_codec = "speech"
+    # Read by index under the token-budget sampler: kept in the source order, an index is the same utterance.
+    shard_shuffle = False
 
     def __init__(
         self,
@@ -143,8 +163,12 @@ class SpeechDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDataMod
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
+        format: str = "files",
+        shards: str | Path | None = None,
     ) -> None:
         super().__init__()
+        self.shards = check_format(self, format, shards)
+        self.format = format
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         if max_duration is not None and max_duration * FRAMES_PER_SECOND > max_frames:
@@ -177,6 +201,8 @@ class SpeechDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDataMod
         self.seed = seed
         self.tokenizer: TextTokenizer | None = None
         self.datasets: dict[str, SpeechDataset] = {}
+        self._stored: dict[str, RecordSplit] | None = None
+        self._records: dict[str, Dataset] = {}
 
     # -------------------------------------------------------------------------------------------- subclasses
 
@@ -187,9 +213,48 @@ class SpeechDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDataMod
 
     # -------------------------------------------------------------------------------------------------- setup
 
+    def prepare_sources(self) -> None:
+        """Nothing to prepare for `mmattn-shards`: the audio files are read as they are (and no tokenizer is
+        trained: that happens where the shards are read)."""
+
+    def shard_sources(self) -> tuple[dict[str, list[RecordSource]], list[str]]:
+        """Every utterance of every split, longer ones too (`max_duration` applies when they are read), in the
+        split's order: its audio file's bytes, keyed by the file's path under the folder common to all, with its id,
+        duration and transcript as metadata."""
+        found = {split: self.read_split(split, None) for split in SPLITS}
+        utterances = {split: f[0] for split, f in found.items() if f is not None}
+        base = os.path.commonpath([str(u.path.parent) for split in utterances.values() for u in split])
+        sources: dict[str, list[RecordSource]] = {}
+        for split, listed in utterances.items():
+            sources[split] = [
+                FileSource(
+                    Path(os.path.relpath(u.path, base)).as_posix(),
+                    0,
+                    str(u.path),
+                    meta={"id": u.id, "duration": u.duration, "text": u.text},
+                )
+                for u in listed
+            ]
+        return sources, []
+
+    def _stored_split(self, split: str, max_duration: float | None) -> tuple[list[Utterance], int] | None:
+        """A split of the shards: its utterances from the stored metadata (path = the record's key), filtered by
+        `max_duration` as the files are; the records of the kept ones are kept for the dataset."""
+        from mmattn.data.streaming import load_record_splits
+
+        if self._stored is None:
+            self._stored = load_record_splits(str(self.shards), self)
+        stored = self._stored.get(split)
+        if stored is None:
+            return None
+        utterances = [Utterance(i["id"], Path(i["key"]), float(i["duration"]), i["text"]) for i in stored.items]
+        kept = keep_short(utterances, max_duration, stored.records.split_dir)
+        self._records[split] = Subset(stored.records, kept)
+        return [utterances[i] for i in kept], len(utterances) - len(kept)
+
     def _split(self, split: str) -> tuple[list[Utterance], int] | None:
         limit = self.max_duration if split == "train" or self.filter_eval else None
-        found = self.read_split(split, limit)
+        found = self._stored_split(split, limit) if self.format == "shards" else self.read_split(split, limit)
         if found is not None and found[1]:
             log.warning(
                 f"{split} split: dropped {found[1]} clip(s) longer than data.max_duration={self.max_duration} s "
@@ -237,139 +302,9 @@ class SpeechDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDataMod
                 refs,
                 sample_rate=self.sample_rate,
                 augment=self.augment if split == "train" else None,
+                records=self._records.get(split),
             )
 
     def loader_options(self) -> tuple[int, int | None, Any]:
         """The batch budget, the cap on examples per batch and the collate function of the loaders."""
         return self.max_frames, self.max_utterances, collate_speech
-
-
-class ManifestDataModule(SpeechDataModule):
-    """Utterances listed in JSON-lines manifests (`{"audio": path, "duration": seconds, "text": transcript}` a line;
-    relative paths are relative to the manifest; NeMo's `audio_filepath` is accepted for `audio`).
-
-    Args:
-        train_manifest: Manifest of the training split.
-        valid_manifest: Manifest of the validation split.
-        test_manifest: Manifest of the test split (None: validation is the test split).
-        **kwargs: Options of `SpeechDataModule`.
-    """
-
-    def __init__(
-        self,
-        train_manifest: str | Path,
-        valid_manifest: str | Path,
-        test_manifest: str | Path | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.manifests: Mapping[str, Path | None] = {
-            "train": Path(train_manifest).expanduser(),
-            "val": Path(valid_manifest).expanduser(),
-            "test": None if test_manifest is None else Path(test_manifest).expanduser(),
-        }
-
-    def read_split(self, split: str, max_duration: float | None) -> tuple[list[Utterance], int] | None:
-        """Read the split's manifest."""
-        path = self.manifests[split]
-        if path is None:
-            return None
-        if not path.is_file():
-            key = {"train": "train_manifest", "val": "valid_manifest", "test": "test_manifest"}[split]
-            raise FileNotFoundError(f"manifest {path} does not exist; point data.{key} at a JSON-lines manifest")
-        return read_manifest(path, max_duration=max_duration)
-
-
-class LibriSpeechDataModule(SpeechDataModule):
-    """LibriSpeech as unpacked from openslr.org/12: `root/<subset>/<speaker>/<chapter>/*.flac` + `*.trans.txt`
-    (or under `root/LibriSpeech/`). Nothing is downloaded.
-
-    Args:
-        root: Folder holding the subset folders.
-        train_subsets: Subsets trained on, e.g. ["train-clean-100"] or all three training subsets (960 h).
-        valid_subset: Validation subset.
-        test_subset: Test subset (None: validation is the test split).
-        **kwargs: Options of `SpeechDataModule`.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        *,
-        train_subsets: Sequence[str] = ("train-clean-100",),
-        valid_subset: str = "dev-clean",
-        test_subset: str | None = "test-clean",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        if isinstance(train_subsets, str) or not train_subsets:
-            raise ValueError(f"data.train_subsets must be a non-empty list of subsets, got {train_subsets!r}")
-        self.root = Path(root).expanduser()
-        test = [test_subset] if test_subset else []
-        self.subsets = {"train": list(train_subsets), "val": [valid_subset], "test": test}
-
-    def read_split(self, split: str, max_duration: float | None) -> tuple[list[Utterance], int] | None:
-        """Read the split's subsets."""
-        if not self.subsets[split]:
-            return None
-        utterances: list[Utterance] = []
-        dropped = 0
-        for subset in self.subsets[split]:
-            found, n = read_librispeech(self.root, subset, max_duration=max_duration)
-            utterances += found
-            dropped += n
-        return utterances, dropped
-
-
-class SpokenDigitsDataModule(GeneratedData, ManifestDataModule):
-    """The built-in speech demo: spoken digit strings ("three seven one") synthesised once with espeak-ng (or, where
-    it cannot be had, dialled as DTMF tones, with a warning) under `root/spoken_digits/`, read through its manifests.
-
-    Args:
-        root: Data directory.
-        generate: Generate the files when missing; if False, a missing folder is an error.
-        counts: Utterances per split, {"train": n, "valid": n, "test": n}.
-        min_digits: Shortest digit string.
-        max_digits: Longest digit string.
-        data_seed: Seed of the synthesis.
-        backend: "auto" (espeak-ng if installed, else DTMF), "espeak" or "dtmf".
-        **kwargs: Options of `SpeechDataModule`.
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        *,
-        generate: bool = True,
-        counts: Mapping[str, int] | None = None,
-        min_digits: int = 3,
-        max_digits: int = 7,
-        data_seed: int = 0,
-        backend: str = "auto",
-        **kwargs: Any,
-    ) -> None:
-        self.data_root = Path(root).expanduser() / "spoken_digits"
-        split_files = {split: self.data_root / f"{split}.jsonl" for split in ("train", "valid", "test")}
-        super().__init__(split_files["train"], split_files["valid"], split_files["test"], **kwargs)
-        self.generate = generate
-        self.counts = dict(counts or {"train": 3000, "valid": 200, "test": 200})
-        self.min_digits, self.max_digits = min_digits, max_digits
-        self.data_seed = data_seed
-        self.backend = backend
-
-    def ensure_data(self) -> None:
-        """Synthesise the utterances when missing (write-once, process-safe)."""
-        if self.generate:
-            make_spoken_digits(
-                self.data_root,
-                counts=self.counts,
-                min_digits=self.min_digits,
-                max_digits=self.max_digits,
-                seed=self.data_seed,
-                sample_rate=self.sample_rate,
-                backend=self.backend,
-            )
-        elif not self.data_root.is_dir():
-            raise FileNotFoundError(
-                f"spoken digits not found at {self.data_root}; pass data.generate=true to create them"
-            )

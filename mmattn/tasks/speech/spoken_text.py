@@ -31,7 +31,8 @@ from mmattn.data import train_loader
 from mmattn.tasks.text import encode as text_ids
 from mmattn.tasks.text.bpe import PAD_ID
 
-from .datamodule import SpeechDataset, SpokenDigitsDataModule, normalize_transcript
+from .datamodule import SpeechDataset, normalize_transcript
+from .datamodules import SpokenDigitsDataModule
 from .frontend import collate_audio
 
 __all__ = ["SpokenTextDataModule", "SpokenTextDataset", "collate_spoken_text"]

@@ -28,7 +28,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmattn.data import GeneratedData, ensure_dataset, train_loader
-from mmattn.data.token_files import MappedTokens, read_tokens, stale_reason, token_dtype, write_tokens
+from mmattn.data.shard_data import SplitWritten
+from mmattn.data.token_files import (
+    MappedTokens,
+    TokenFileData,
+    read_tokens,
+    stale_reason,
+    token_dtype,
+    write_tokens,
+)
 
 from .corpus import DOCUMENT_MODES, DocumentStream, default_workers, encode_stream, read_documents, text_files
 from .scan import interpret, scan_splits
@@ -92,7 +100,7 @@ class PackedBlocks(Dataset):
         return state
 
 
-class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
+class TextFolderDataModule(TokenFileData, TokenizerInRunDir, L.LightningDataModule):
     """Language-model data from a folder of .txt files.
 
     Layout: `root/train/`, `root/valid/` (or `val/`, `validation/`) and optionally `root/test/`, each holding .txt
@@ -176,6 +184,8 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
         self.pin_memory = pin_memory
         self.tokenizer: TextTokenizer | None = None
         self.datasets: dict[str, PackedBlocks] = {}
+        # What the last `prepare_data` did with each split's token file (kept or written, tokens, seconds).
+        self.token_files: list[SplitWritten] = []
         self._val_mask: np.ndarray | None = None
         self.save_hyperparameters(logger=False)
 
@@ -295,9 +305,10 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
         mapped = {split: read_tokens(self._token_path(split), fingerprint=fingerprint) for split in self._split_names()}
         return None if any(m is None for m in mapped.values()) else mapped  # type: ignore[return-value]
 
-    def write_token_files(self, fingerprint: dict[str, Any]) -> None:
-        """Tokenize every split once into `token_dir`, described by `fingerprint` (rank 0 of each node)."""
-        for split in self._split_names():
+    def write_token_files(self, fingerprint: dict[str, Any], splits: list[str] | None = None) -> list[SplitWritten]:
+        """Tokenize every split (or `splits`) into `token_dir`, described by `fingerprint` (rank 0 of each node)."""
+        written = []
+        for split in self._split_names() if splits is None else splits:
             began = time.perf_counter()
             counts: dict[str, int] = {}
             path = self._token_path(split)
@@ -312,15 +323,36 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
                 f"{split} split: {tokens:,} tokens of {counts['documents']:,} documents written to {path} in "
                 f"{seconds:.1f} s ({self._workers()} tokenizing process(es))"
             )
+            written.append(SplitWritten(split, tokens, path.stat().st_size, seconds, str(path)))
+        return written
+
+    def _current_token_files(self) -> list[SplitWritten]:
+        """Each split's token file: kept when made from this input, else written (the tokenizer first)."""
+        self.setup_tokenizer()
+        fingerprint = self._fingerprint()
+        kept: dict[str, SplitWritten] = {}
+        for split in self._split_names():
+            path = self._token_path(split)
+            tokens = read_tokens(path, fingerprint=fingerprint)
+            if tokens is not None:
+                kept[split] = SplitWritten(split, len(tokens), path.stat().st_size, 0.0, str(path), up_to_date=True)
+        stale = [split for split in self._split_names() if split not in kept]
+        written = {w.split: w for w in self.write_token_files(fingerprint, stale)} if stale else {}
+        return [kept.get(split) or written[split] for split in self._split_names()]
+
+    def write_token_dir(self, out: Path) -> list[SplitWritten]:
+        """Prepare the text (the demo is generated), train the tokenizer into `out/tokenizer` (or load the one
+        there) and tokenize each split into `out/<split>.bin`, keeping files made from the same input."""
+        self.token_dir = Path(out).expanduser()
+        self.tokenizer_dir = self.token_dir / "tokenizer"
+        self.prepare_data()
+        return self.token_files
 
     def prepare_data(self) -> None:
         """Train and save the tokenizer, then write the token files (once: they are reused while current)."""
         super().prepare_data()
         if self.token_dir is not None:
-            self.setup_tokenizer()
-            fingerprint = self._fingerprint()
-            if self._mapped(fingerprint) is None:
-                self.write_token_files(fingerprint)
+            self.token_files = self._current_token_files()
 
     def setup(self, stage: str | None = None) -> None:
         """Load (or build) the tokenizer, then map every split's token file, or tokenize and pack in memory."""
@@ -331,7 +363,7 @@ class TextFolderDataModule(TokenizerInRunDir, L.LightningDataModule):
             fingerprint = self._fingerprint()
             streams = self._mapped(fingerprint)
             if streams is None:  # setup without prepare_data (a direct call): write the files here
-                self.write_token_files(fingerprint)
+                self._current_token_files()
                 streams = self._mapped(fingerprint)
         else:
             streams = {split: self._stream(split) for split in self._split_names()}

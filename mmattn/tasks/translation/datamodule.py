@@ -3,6 +3,9 @@
 Batches are dicts for `mmattn.lit.Seq2SeqModule`: `src` ids [B, S] and `tgt` ids [B, T] (EOS-terminated, padded with
 the pad id), and `ref`, the target lines as written in the files (what BLEU and exact match compare against).
 Batches hold up to `max_tokens` padded tokens, from length-bucketed sentences (`mmattn.data.TokenBudgetBatchSampler`).
+
+`mmattn-shards` writes every line pair of every split, in file order; `format="shards"` reads the pairs back from
+there and encodes, filters and batches them exactly as it does the files' lines.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -18,11 +21,17 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from mmattn.data import GeneratedData, TokenBudgetLoaders
-from mmattn.tasks.text.scan import make_scan
+from mmattn.data.shard_data import ShardedData, check_format
+from mmattn.data.shards import RecordSource
+from mmattn.tasks.text.scan import GENERATOR_VERSION, make_scan
 from mmattn.tasks.text.tokenizer_dir import TokenizerInRunDir
 
+from .shards import LinePairSource, decode_pair
 from .text import filter_pairs, read_parallel
 from .tokenizer import PAD_ID, Seq2SeqTokenizer
+
+if TYPE_CHECKING:
+    from mmattn.data.streaming import RecordSplit
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +68,7 @@ def collate_pairs(batch: Sequence[tuple[list[int], list[int], str]]) -> dict[str
     }
 
 
-class TranslationDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDataModule):
+class TranslationDataModule(ShardedData, TokenizerInRunDir, TokenBudgetLoaders, L.LightningDataModule):
     """Line-aligned parallel text `root/{split}.{src_lang}` and `root/{split}.{tgt_lang}` (fairseq/Moses convention).
 
     A BPE tokenizer is trained on the training split, saved to `tokenizer_dir` (normally the run directory) and
@@ -86,9 +95,14 @@ class TranslationDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDa
         num_workers: Loader workers (collation only; encoding happens once in `setup`).
         pin_memory: Pin host memory.
         seed: Seed of the batch order.
+        format: "files" (the parallel files) or "shards" (the shard folder `shards`, from `mmattn-shards`).
+        shards: Shard folder or object-store URL, for format "shards".
     """
 
     tokenizer_class = Seq2SeqTokenizer
+    shard_codec = "parallel_text"
+    # Encoded and filtered in file order, as the files are: the index of a pair is the same in both.
+    shard_shuffle = False
 
     def __init__(
         self,
@@ -111,8 +125,12 @@ class TranslationDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDa
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
+        format: str = "files",
+        shards: str | Path | None = None,
     ) -> None:
         super().__init__()
+        self.shards = check_format(self, format, shards)
+        self.format = format
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         if max_len > max_tokens:
@@ -134,13 +152,68 @@ class TranslationDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDa
         self.seed = seed
         self.tokenizer: Seq2SeqTokenizer | None = None
         self.datasets: dict[str, ParallelTextDataset] = {}
+        self._stored: dict[str, RecordSplit] | None = None
         self.save_hyperparameters(logger=False)
+
+    # ---------------------------------------------------------------------------------------------- shards
+
+    def shard_identity(self) -> dict[str, Any]:
+        """Parallel text: the languages and split names (the folder's own path may differ where shards are read)."""
+        return {
+            "dataset": "parallel_text",
+            "src_lang": self.src_lang,
+            "tgt_lang": self.tgt_lang,
+            "train_split": self.splits["train"],
+            "valid_split": self.splits["val"],
+            "test_split": self.splits["test"],
+        }
+
+    def prepare_sources(self) -> None:
+        """Nothing to prepare for `mmattn-shards`: the files are read as they are (and no tokenizer is trained:
+        that happens where the shards are read)."""
+
+    def shard_sources(self) -> tuple[dict[str, list[RecordSource]], list[str]]:
+        """Every line pair of every split, in file order (the filters apply when they are read), keyed
+        `<file name>:<line>`."""
+        sources: dict[str, list[RecordSource]] = {}
+        for split in ("train", "val", "test"):
+            if self._has_split(split):
+                src, tgt = self._read(split)
+                name = self.splits[split]
+                sources[split] = [LinePairSource(f"{name}:{i + 1}", 0, s, t) for i, (s, t) in enumerate(zip(src, tgt))]
+        return sources, []
+
+    def _stored_splits(self) -> dict[str, RecordSplit]:
+        from mmattn.data.streaming import load_record_splits
+
+        if self._stored is None:
+            self._stored = load_record_splits(str(self.shards), self)
+        return self._stored
+
+    # --------------------------------------------------------------------------------------------- reading
+
+    def _has_split(self, split: str) -> bool:
+        if self.format == "shards":
+            return split in self._stored_splits()
+        if split == "test":
+            return self.splits["test"] is not None and self._files("test")[0].is_file()
+        return True
 
     def _files(self, split: str) -> tuple[Path, Path]:
         name = self.splits[split]
         return self.root / f"{name}.{self.src_lang}", self.root / f"{name}.{self.tgt_lang}"
 
+    def _where(self, split: str) -> str:
+        """The split's source file or shard folder, for messages."""
+        if self.format == "shards":
+            return self._stored_splits()[split].records.split_dir
+        return str(self._files(split)[0])
+
     def _read(self, split: str) -> tuple[list[str], list[str]]:
+        if self.format == "shards":
+            records = self._stored_splits()[split].records
+            pairs = [decode_pair(records[i]) for i in range(len(records))]
+            return [p[0] for p in pairs], [p[1] for p in pairs]
         src, tgt = self._files(split)
         if not src.is_file() and not self.root.is_dir():
             raise FileNotFoundError(
@@ -160,7 +233,7 @@ class TranslationDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDa
             return
         self.setup_tokenizer()
         for split in ("train", "val", "test"):
-            if split == "test" and (self.splits["test"] is None or not self._files("test")[0].is_file()):
+            if split == "test" and not self._has_split("test"):
                 self.datasets["test"] = self.datasets["val"]
                 continue
             src_text, tgt_text = self._read(split)
@@ -179,7 +252,7 @@ class TranslationDataModule(TokenizerInRunDir, TokenBudgetLoaders, L.LightningDa
             if any(dropped.values()):
                 log.warning(f"{split} split: dropped {dict(dropped)} of {len(src)} pairs (empty / too long / ratio)")
             if not keep:
-                raise ValueError(f"the {split} split at {self._files(split)[0]} has no usable pair; check the files")
+                raise ValueError(f"the {split} split at {self._where(split)} has no usable pair; check the files")
             self.datasets[split] = ParallelTextDataset(
                 [src[i] for i in keep], [tgt[i] for i in keep], [tgt_text[i] for i in keep]
             )
@@ -213,8 +286,18 @@ class SCANDataModule(GeneratedData, TranslationDataModule):
         self.data_seed = data_seed
         self.save_hyperparameters(logger=False)
 
+    def shard_identity(self) -> dict[str, Any]:
+        """The generator's version, split and seed: they fix every pair."""
+        return {"dataset": "scan", "generator": GENERATOR_VERSION, "split": self.split, "data_seed": self.data_seed}
+
+    def prepare_sources(self) -> None:
+        """Write the SCAN files when missing."""
+        self.ensure_data()
+
     def ensure_data(self) -> None:
-        """Write the SCAN files when missing (write-once, process-safe)."""
+        """Write the SCAN files when missing (write-once, process-safe); nothing when reading shards."""
+        if self.format == "shards":
+            return
         if self.generate:
             make_scan(self.data_root, split=self.split, seed=self.data_seed)
         elif not self.root.is_dir():

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from mmattn.data import ClassificationDataModule, SkippingDataLoader, collate_skipping
-from mmattn.data.shard_data import ShardedData
+from mmattn.data.shard_data import StreamedData
 from mmattn.data.shards import Record, RecordSource
 from mmattn.tasks.vision.data import (
     CIFAR10_CLASSES,
@@ -51,7 +51,7 @@ class ImageDataLoader(SkippingDataLoader):
     kind = "image"
 
 
-class ImageClassificationDataModule(ShardedData, ClassificationDataModule):
+class ImageClassificationDataModule(StreamedData, ClassificationDataModule):
     """Base image datamodule: timm transforms on top of `mmattn.data.ClassificationDataModule`'s loaders.
 
     Subclasses implement `_load()`, returning the train/val/test datasets (yielding PIL images) and the class names,
