@@ -95,7 +95,7 @@ class SeededItems(Dataset):
         return self.dataset[index]
 
     def __getattr__(self, name: str) -> Any:
-        # Datasets are asked for their own attributes (`lengths()`, `classes`); unpickling looks before `dataset` is set.
+        # Datasets are asked for their attributes (`lengths()`, `classes`); unpickling looks before `dataset` is set.
         if name == "dataset":
             raise AttributeError(name)
         return getattr(self.dataset, name)
@@ -251,7 +251,9 @@ class ResumableDataLoader(DataLoader):
             log.info("resuming epoch %d of the training data after batch %d of %d", epoch, batches, len(self))
 
 
-def train_sampler(dataset: Sized, trainer: Any, *, seed: int | None = None, drop_last: bool = False) -> DistributedSampler:
+def train_sampler(
+    dataset: Sized, trainer: Any, *, seed: int | None = None, drop_last: bool = False
+) -> DistributedSampler:
     """The training sampler of a map-style dataset: this rank's share of a permutation fixed by `(seed, epoch)`.
 
     A `DistributedSampler` also on one process, so the order is the seed's (not the global RNG's) and Lightning,
