@@ -109,12 +109,25 @@ def _order_sampler(batch_sampler: Any) -> Any:
     return getattr(batch_sampler, "sampler", None)
 
 
-class _ResumedIndices(Sized):
-    """The loader's batch sampler, minus the batches of a resumed epoch already trained, with item seeds added."""
+class _Skip:
+    """How many batches the next pass skips: shared by a loader and its index sampler."""
 
-    def __init__(self, loader: ResumableDataLoader, inner: Any) -> None:
-        self.loader = loader
+    def __init__(self) -> None:
+        self.batches = 0
+
+
+class _ResumedIndices(Sized):
+    """The loader's batch sampler, minus the batches of a resumed epoch already trained, with item seeds added.
+
+    It holds what it needs, not the loader: a loader <-> iterator cycle would leave the iterator to the cyclic garbage
+    collector, which may finalize the worker queues first, so that shutting the workers down waits out their timeouts
+    (10 s for 2 workers, measured).
+    """
+
+    def __init__(self, inner: Any, seed: int | None, skip: _Skip) -> None:
         self.inner = inner
+        self.seed = seed
+        self.skip = skip
 
     def __len__(self) -> int:
         """Batches of a whole epoch (Lightning counts the skipped ones as done)."""
@@ -122,9 +135,8 @@ class _ResumedIndices(Sized):
 
     def __iter__(self) -> Iterator[Any]:
         """This epoch's batches of keys `(index, item seed)`, from the resume position on."""
-        loader = self.loader
-        epoch, skip = loader._epoch(), loader._skip
-        seed = loader.seed
+        epoch = int(getattr(_order_sampler(self.inner), "epoch", 0))
+        skip, seed = self.skip.batches, self.seed
         for number, batch in enumerate(self.inner):
             if number < skip:
                 continue
@@ -154,7 +166,7 @@ class ResumableDataLoader(DataLoader):
             dataset = SeededItems(dataset)
         super().__init__(dataset, *args, **kwargs)
         self.seed = seed
-        self._skip = 0
+        self._skip = _Skip()
         self._resume: tuple[int, int] | None = None
         self._position: tuple[int, int] | None = None
 
@@ -163,7 +175,7 @@ class ResumableDataLoader(DataLoader):
         inner = super()._index_sampler
         if self.seed is None or not self._auto_collation:
             return inner
-        return _ResumedIndices(self, inner)
+        return _ResumedIndices(inner, self.seed, self._skip)
 
     def _epoch(self) -> int:
         """The epoch the order sampler was last set to."""
@@ -176,9 +188,9 @@ class ResumableDataLoader(DataLoader):
             return
         # Iterated lazily, so the epoch is read after Lightning's `set_epoch` (it creates the iterator before it).
         epoch = self._epoch()
-        self._skip = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
+        self._skip.batches = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
         self._resume = None
-        number = self._skip
+        number = self._skip.batches
         self._position = (epoch, number)
         rank = int(getattr(_order_sampler(self.batch_sampler), "rank", 0))
         for batch in super().__iter__():

@@ -160,12 +160,16 @@ def shard_loader(
 
     With `skipping_kind` (pass `collate_fn=collate_skipping`), unreadable records are skipped and counted in a
     warning after each pass, as `SkippingDataLoader` does for files; the kind names them ("image", "audio").
+    `persistent_workers` is ignored: litdata 0.2.76's persistent workers do not exit when the loader is shut down,
+    which then waits out a 5 s timeout per worker (10 s for 2 workers at the end of every run, measured); its
+    workers start again each epoch instead (a fork, a fraction of a second).
     """
+    del persistent_workers
     options = dict(
         batch_size=batch_size,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        persistent_workers=persistent_workers and num_workers > 0,
+        persistent_workers=False,
         collate_fn=collate_fn,
     )
     if skipping_kind is None:
