@@ -106,12 +106,18 @@ class MixedLoader:
         # Per task: its loader's epoch and the batches taken from it in that epoch (what a resume restores).
         self.task_position = {name: [0, 0] for name in self.names}
         self.steps_done = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, steps done) from a checkpoint
         self.counts = dict.fromkeys(self.names, 0)
         self._iterators: dict[str, Iterator[Any]] = {}
 
     def __len__(self) -> int:
         """Steps per epoch."""
         return self.steps_per_epoch
+
+    @property
+    def sampler(self) -> MixedLoader:
+        """This object: Lightning calls `set_epoch` on a training loader's `sampler` at the start of every epoch."""
+        return self
 
     def set_epoch(self, epoch: int) -> None:
         """Select the task sequence of `epoch` (the same value on every rank)."""
@@ -148,15 +154,20 @@ class MixedLoader:
             return batch
 
     def __iter__(self) -> Iterator[tuple[str, Any]]:
-        """This epoch's steps, from `steps_done` on (0, or where a resumed epoch stopped)."""
-        tasks = self.sequence(self.epoch)
-        for step in range(self.steps_done, self.steps_per_epoch):
+        """This epoch's steps, from the first (or, resumed, from the step after the checkpoint's)."""
+        # Read when the first step is asked for, after `set_epoch` (a caller that knows the length, like Lightning,
+        # stops asking after the last step, so nothing may depend on the loop running to its end).
+        epoch = self.epoch
+        start = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
+        self._resume = None
+        self.steps_done = start
+        tasks = self.sequence(epoch)
+        for step in range(start, self.steps_per_epoch):
             name = tasks[step]
             batch = self._next_batch(name)
             self.steps_done = step + 1
             self.counts[name] += 1
             yield name, batch
-        self.steps_done = 0
 
     def state_dict(self) -> dict[str, Any]:
         """The mixture's position (epoch, steps done, counts) and each task loader's (its epoch, batches taken)."""
@@ -186,6 +197,7 @@ class MixedLoader:
                 f"run's ({self.schedule}, {self.probabilities}); resume with the same schedule, weights and data"
             )
         self.epoch, self.steps_done = int(state["epoch"]), int(state["steps_done"])
+        self._resume = (self.epoch, self.steps_done)
         self.counts = {name: int(state["counts"][name]) for name in self.names}
         self._iterators = {}
         for name in self.names:

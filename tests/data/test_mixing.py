@@ -119,3 +119,51 @@ def test_bad_mixtures_are_named() -> None:
         _mixture(schedule="temperature", temperature=0)
     with pytest.raises(ValueError, match=r"the checkpoint mixes tasks \['audio', 'images'\], this run \['images'\]"):
         MixedLoader({"images": _mixture().loaders["images"]}, 4).load_state_dict(_mixture().state_dict())
+
+
+def test_lightning_checkpoints_and_resumes_a_mixture_inside_an_epoch(tmp_path) -> None:
+    # As a multi-task run uses it: Lightning sets the epoch, saves the mixture's state with the checkpoint and hands it
+    # back on resume; the resumed fit trains the steps the uninterrupted one trained after the checkpoint.
+    import lightning as L
+
+    seen: list[tuple[str, list[int], float]] = []
+
+    class Probe(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, index: int) -> torch.Tensor:
+            name, (items, _draws) = batch
+            seen.append((name, items.tolist(), torch.rand(()).item()))
+            return self.layer(items.float()[:, None]).mean()
+
+        def on_train_start(self) -> None:
+            from mmattn.lit.base import restore_loader_states
+
+            restore_loader_states(self.trainer)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    class SaveAtStep(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+            if trainer.global_step == 21:  # step 5 of epoch 1
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+
+    def fit(ckpt=None, callbacks=()) -> list:
+        seen.clear()
+        trainer = L.Trainer(
+            max_epochs=3,
+            callbacks=list(callbacks),
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+        )
+        trainer.fit(Probe(), train_dataloaders=_mixture(), ckpt_path=ckpt)
+        return list(seen)
+
+    whole = fit(callbacks=[SaveAtStep()])
+    assert len(whole) == 48 and {name for name, *_ in whole} == {"images", "audio"}
+    assert fit(tmp_path / "mid.ckpt") == whole[21:]
