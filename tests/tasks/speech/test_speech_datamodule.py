@@ -110,22 +110,8 @@ def test_filter_eval_and_bad_options(corpus, tmp_path: Path) -> None:
         missing.setup("fit")
 
 
-def _librispeech(root: Path) -> None:
-    rng = np.random.default_rng(5)
-    for subset, speakers in (("train-clean-100", (19, 26)), ("dev-clean", (84,)), ("test-clean", (121,))):
-        for speaker in speakers:
-            chapter = root / subset / str(speaker) / "198"
-            chapter.mkdir(parents=True)
-            lines = []
-            for i in range(3):
-                uid = f"{speaker}-198-{i:04d}"
-                _clip(chapter / f"{uid}.flac", float(rng.uniform(0.4, 1.2)), int(rng.integers(1 << 30)))
-                lines.append(f"{uid} {' '.join(rng.choice(WORDS, 2).tolist()).upper()}")
-            (chapter / f"{speaker}-198.trans.txt").write_text("\n".join(lines) + "\n")
-
-
-def test_librispeech_layout(tmp_path: Path) -> None:
-    _librispeech(tmp_path / "LibriSpeech")
+def test_librispeech_layout(tmp_path: Path, librispeech) -> None:
+    librispeech(tmp_path / "LibriSpeech")
     dm = LibriSpeechDataModule(tmp_path, tokenizer_dir=tmp_path / "tok", vocab_size=40, min_frequency=1)
     dm.setup("fit")
     assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [6, 3, 3]

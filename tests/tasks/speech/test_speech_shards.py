@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from mmattn.data.shard_data import write_shards
@@ -86,23 +84,8 @@ def test_spoken_digits_from_shards_equal_spoken_digits_from_files(data_dir: Path
         other.setup()
 
 
-def _librispeech(root: Path) -> None:
-    rng = np.random.default_rng(5)
-    for subset, speakers in (("train-clean-100", (19, 26)), ("dev-clean", (84,)), ("test-clean", (121,))):
-        for speaker in speakers:
-            chapter = root / subset / str(speaker) / "198"
-            chapter.mkdir(parents=True)
-            lines = []
-            for i in range(3):
-                uid = f"{speaker}-198-{i:04d}"
-                t = np.arange(int(rng.uniform(0.4, 1.2) * 16000)) / 16000
-                sf.write(chapter / f"{uid}.flac", 0.2 * np.sin(2 * np.pi * rng.uniform(200, 800) * t), 16000)
-                lines.append(f"{uid} {' '.join(rng.choice(['ALPHA', 'BRAVO', 'DELTA'], 2).tolist())}")
-            (chapter / f"{speaker}-198.trans.txt").write_text("\n".join(lines) + "\n")
-
-
-def test_librispeech_from_shards_and_what_stops_it(tmp_path: Path) -> None:
-    _librispeech(tmp_path / "LibriSpeech")
+def test_librispeech_from_shards_and_what_stops_it(tmp_path: Path, librispeech) -> None:
+    librispeech(tmp_path / "LibriSpeech")
     options = dict(vocab_size=40, min_frequency=1, tokenizer_dir=None, max_frames=400, max_duration=2.0)
     files = LibriSpeechDataModule(tmp_path, **options)
     write_shards(files, str(tmp_path / "shards"))
