@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any, ClassVar
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from mmattn.data.resumable import ResumableDataLoader, train_loader
+from mmattn.data.resumable import ResumableDataLoader, order_seed, train_loader
 from mmattn.data.shard_data import DATA_FORMATS, StreamedData, check_format
 
 __all__ = ["DATA_FORMATS", "ClassificationDataModule"]
@@ -96,7 +95,7 @@ class ClassificationDataModule(L.LightningDataModule, ABC):
         from mmattn.data.streaming import load_shard_splits
 
         # Lightning's seed_everything exports the run's seed; shards then shuffle as reproducibly as files do.
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        seed = order_seed()
         splits, classes = load_shard_splits(
             str(self.shards),
             self,

@@ -36,7 +36,9 @@ __all__ = [
     "SeededItems",
     "mix_seed",
     "order_seed",
+    "item_seed",
     "seed_rngs",
+    "seed_step",
     "train_loader",
     "train_sampler",
 ]
@@ -71,6 +73,17 @@ def seed_rngs(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
     np.random.seed(seed)
     random.seed(seed)
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of training item `index` in `epoch` (what its augmentation draws from)."""
+    return mix_seed(seed, epoch, index)
+
+
+def seed_step(seed: int, epoch: int, position: int, rank: int) -> None:
+    """Seed the RNGs of the training step at `position` of `epoch` on `rank` (dropout, Mixup, device augmentation)."""
+    # The trailing 1 keeps step seeds apart from item seeds of the same numbers.
+    seed_rngs(mix_seed(seed, epoch, position, rank, 1))
 
 
 def order_seed() -> int:
@@ -143,7 +156,7 @@ class _ResumedIndices(Sized):
             if seed is None:
                 yield batch
             else:
-                yield [(index, mix_seed(seed, epoch, index)) for index in batch]
+                yield [(index, item_seed(seed, epoch, index)) for index in batch]
 
 
 class ResumableDataLoader(DataLoader):
@@ -196,7 +209,7 @@ class ResumableDataLoader(DataLoader):
         for batch in super().__iter__():
             number += 1
             self._position = (epoch, number)
-            seed_rngs(mix_seed(self.seed, epoch, number, rank, 1))
+            seed_step(self.seed, epoch, number, rank)
             yield batch
 
     # ------------------------------------------------------------------------------------------- checkpoint state

@@ -24,7 +24,7 @@ from typing import Any
 from litdata import StreamingDataLoader, StreamingDataset
 from torch.utils.data import Dataset
 
-from mmattn.data.resumable import mix_seed, seed_rngs
+from mmattn.data.resumable import item_seed, seed_rngs, seed_step
 from mmattn.data.shard_data import ShardedData, StreamedData
 from mmattn.data.shards import (
     Record,
@@ -109,7 +109,7 @@ class ShardDataset(StreamingDataset):
             raise IndexError(f"index {index} is out of range for the {self.info.num_items} records of {self.split_dir}")
         raw = self._reading(lambda: super(ShardDataset, self).__getitem__(index))
         if self.item_seed is not None:
-            seed_rngs(mix_seed(self.item_seed, self.current_epoch, int(getattr(index, "index", index))))
+            seed_rngs(item_seed(self.item_seed, self.current_epoch, int(getattr(index, "index", index))))
         return self.decode(record_from_raw(raw, self.split_dir))
 
     def _reading(self, read: Callable[[], Any]) -> Any:
@@ -138,7 +138,7 @@ class _SeededStepsLoader(StreamingDataLoader):
         for batch in super().__iter__():
             if seed is not None:
                 rank = dataset.distributed_env.global_rank
-                seed_rngs(mix_seed(seed, self.current_epoch, self._num_samples_yielded_streaming, rank, 1))
+                seed_step(seed, self.current_epoch, self._num_samples_yielded_streaming, rank)
             yield batch
 
 
