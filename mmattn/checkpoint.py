@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIG_KEY", "MODULE_KEY", "load", "load_folder", "load_module", "read_checkpoint"]
+__all__ = ["CONFIG_KEY", "MODULE_KEY", "init_weights_from", "load", "load_folder", "load_module", "read_checkpoint"]
 
 # Where mmattn-train stores the resolved run config inside every checkpoint (`mmattn.lit.ConfigInCheckpoint`).
 CONFIG_KEY = "mmattn_config"
@@ -235,3 +235,46 @@ def _rebuild(
         restore(module)
     module.trust = tuple(trust)
     return module.to(device).eval()
+
+
+def init_weights_from(net: Any, path: str | Path, *, task: str | None = None) -> Any:
+    """Start `net` from the weights of a trained checkpoint that fit it (`mmattn.models.pretrained.load_pretrained`:
+    loaded, resampled, skipped for their shape, re-initialised, unused: all reported); return the `LoadReport`.
+
+    A multi-task checkpoint offers each task's network (the shared core with that task's adapter and head): `task`
+    names one, else the task whose tensors fit `net` best is taken (named in the report).
+
+    Raises:
+        ValueError: No such task, or not one tensor of the checkpoint fits `net`.
+    """
+    from mmattn.models.pretrained import load_pretrained
+
+    checkpoint = read_checkpoint(path)
+    state = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    source = str(path)
+    tasks = sorted({k.split(".")[1] for k in state if k.startswith("tasks.")})
+    if tasks and str(checkpoint.get(MODULE_KEY, "")).endswith("MultiTaskModule"):
+        own = net.state_dict()
+
+        def fitting(name: str) -> int:
+            """How many of task `name`'s tensors `net` holds with the same name and shape."""
+            prefix = f"tasks.{name}."
+            parts = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            return sum(1 for k, v in parts.items() if k in own and own[k].shape == v.shape)
+
+        if task is None:
+            task = max(tasks, key=fitting)
+        elif task not in tasks:
+            raise ValueError(f"init_from_task={task}: {path} holds the tasks {', '.join(tasks)}")
+        prefix = f"tasks.{task}."
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        source = f"{path} (task {task})"
+    elif task is not None:
+        raise ValueError(f"init_from_task={task} is for multi-task checkpoints; {path} holds one model")
+    report = load_pretrained(net, state, source=source)
+    if not report.loaded and not report.resampled:
+        raise ValueError(
+            f"init_from={path}: not one of its {len(state)} tensors fits this model by name and shape; start from a "
+            "checkpoint of the same family (e.g. its encoder)"
+        )
+    return report

@@ -39,6 +39,24 @@ def data_config(cfg: DictConfig, stored: dict[str, Any]) -> DictConfig:
     return merged
 
 
+def one_task(module: Any, task: str, ckpt_path: str, *, check_only: bool = False) -> Any:
+    """Task `task` of a multi-task module as a single-task module (or, `check_only`, the module itself once the
+    task is known to be one of its).
+
+    Raises:
+        ValueError: The module is no multi-task module, or has no such task.
+    """
+    from mmattn.lit.multitask import MultiTaskModule
+
+    if not isinstance(module, MultiTaskModule):
+        raise ValueError(
+            f"task={task} picks a task of a multi-task model, but {ckpt_path} holds a {type(module).__name__}"
+        )
+    if task not in module.names:
+        raise ValueError(f"task={task}: {ckpt_path} holds the tasks {', '.join(module.names)}")
+    return module if check_only else module.task_module(task)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Rebuild the model of `cfg.ckpt_path` from the config stored in it, test it, return the test metrics.
 
@@ -60,9 +78,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         pl.seed_everything(cfg.seed, workers=True)
 
     module, ckpt_path = load_checkpoint_module(cfg)
+    chosen = cfg.get("data") is not None and "_target_" in cfg.data
+    if cfg.get("task") is not None:
+        # One task of a multi-task model: on its own data config when one is chosen, else on the stored one's part.
+        module = one_task(module, str(cfg.task), ckpt_path) if chosen else module
     data_cfg = data_config(cfg, module.hparams)
+    if cfg.get("task") is not None and not chosen:
+        one_task(module, str(cfg.task), ckpt_path, check_only=True)
+        data_cfg = OmegaConf.merge(data_cfg, {"only": [str(cfg.task)]})
     # A data option chosen on this command line is the user's own config; the checkpoint's is checked like its model.
-    with trusting(everything=cfg.get("data") is not None and "_target_" in cfg.data):
+    with trusting(everything=chosen):
         datamodule = safe_instantiate(data_cfg, where=f"{ckpt_path}: data", trust=cfg.trust)
     callbacks = utils.instantiate_group(cfg.get("callbacks"), pl.Callback)
     loggers = utils.instantiate_group(cfg.get("logger"), pl.loggers.Logger)

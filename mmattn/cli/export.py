@@ -1,4 +1,5 @@
-"""`mmattn-export ckpt_path=... format=onnx|torch_export out=DIR`: export a trained model, checked against PyTorch."""
+"""`mmattn-export ckpt_path=... format=onnx|torch_export out=DIR`: export a trained model, checked against PyTorch;
+`task=<name> format=ckpt out=FILE` writes one task of a multi-task model as a single-task checkpoint."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from mmattn.cli.errors import one_line_errors, run_cli
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
-    """Load `cfg.ckpt_path`, export its parts into `cfg.out` (see `mmattn.export`), print each part and its check.
+    """Load `cfg.ckpt_path`, export its parts into `cfg.out` (see `mmattn.export`), print each part and its check;
+    with `task` (a multi-task model) that task alone, as parts or (`format=ckpt`) as a single-task checkpoint.
 
     Returns:
         What `export.json` holds.
@@ -33,8 +35,19 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             import onnxscript  # noqa: F401
         except ImportError as e:
             raise ImportError(f"format=onnx needs {e.name}: pip install 'mmattn[export]'") from None
-    module, _ = load_checkpoint_module(cfg)
+    module, ckpt_path = load_checkpoint_module(cfg)
     out = Path(to_absolute_path(str(cfg.out)))
+    if cfg.get("task") is not None:
+        from mmattn.cli.eval import one_task
+
+        if cfg.format == "ckpt":
+            one_task(module, str(cfg.task), ckpt_path, check_only=True)
+            path = module.save_task(str(cfg.task), out)
+            sys.stdout.write(f"{path}\n")
+            return {"task": str(cfg.task), "checkpoint": str(path)}
+        module = one_task(module, str(cfg.task), ckpt_path)
+    elif cfg.format == "ckpt":
+        raise ValueError("format=ckpt writes one task of a multi-task model as a checkpoint: give task=<name>")
     record = export_module(module, out, cfg.format, check=bool(cfg.check), atol=float(cfg.atol))
     for entry in record["parts"].values():
         checked = f" (largest |difference| from PyTorch {entry['max_abs_diff']:.1e})" if "max_abs_diff" in entry else ""

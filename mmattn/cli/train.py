@@ -47,6 +47,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = utils.build_trainer(cfg, callbacks, loggers)
     run_info = utils.apply_lr_scaling(cfg, trainer, datamodule)
     net = instantiate(cfg.model)
+    if cfg.get("init_from"):
+        from hydra.utils import to_absolute_path
+
+        from mmattn.checkpoint import init_weights_from
+
+        init_weights_from(net, to_absolute_path(str(cfg.init_from)), task=cfg.get("init_from_task"))
     module = instantiate(cfg.module, net=net)
     if hasattr(module, "record_configs"):
         # So that checkpoints and saved folders rebuild the network and read files as this data does.

@@ -4,6 +4,7 @@ from mmattn.data.classification import ClassificationDataModule as Classificatio
 from mmattn.data.demo import GeneratedData as GeneratedData
 from mmattn.data.demo import ensure_dataset as ensure_dataset
 from mmattn.data.mixing import MixedLoader as MixedLoader
+from mmattn.data.multitask import MultiTaskDataModule as MultiTaskDataModule
 from mmattn.data.resumable import ResumableDataLoader as ResumableDataLoader
 from mmattn.data.resumable import train_loader as train_loader
 from mmattn.data.sampler import FixedOrderTokenBudgetBatchSampler as FixedOrderTokenBudgetBatchSampler

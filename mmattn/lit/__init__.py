@@ -13,6 +13,7 @@ from mmattn.lit.classification import ClassificationModule
 from mmattn.lit.contrastive import ContrastiveModule
 from mmattn.lit.language_model import LanguageModelModule
 from mmattn.lit.loggers import ResumableCSVLogger, ResumableTensorBoardLogger
+from mmattn.lit.multitask import MultiTaskModule
 from mmattn.lit.optim import (
     build_scheduler,
     resolve_warmup_steps,
@@ -31,6 +32,7 @@ __all__ = [
     "FSDPStrategy",
     "LanguageModelModule",
     "LastCheckpoint",
+    "MultiTaskModule",
     "Preempted",
     "PreemptionCheckpoint",
     "RunProfile",

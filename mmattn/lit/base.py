@@ -111,6 +111,10 @@ class MMattnModule(
         self.scheduler_options = dict(scheduler) if scheduler else None
         self.weight_decay = float(weight_decay)
         self.compile_net = bool(compile)
+        # Set by a multi-task module on its per-task modules: their datamodule, and where their logs go.
+        self._task_datamodule: Any = None
+        self._task_prefix: str | None = None
+        self._log_sink: Callable[[str, Any], None] | None = None
 
     def save_module_hyperparameters(self, options: Mapping[str, Any]) -> None:
         """Save `options` (plain values) and the recorded net/data configs as the checkpoint's hyperparameters."""
@@ -124,6 +128,23 @@ class MMattnModule(
                 self._configs[key] = self.hparams[key] = plain(value, key)
 
     # ----------------------------------------------------------------------------------------------- training
+
+    def run_datamodule(self) -> Any:
+        """The datamodule this module trains or tests on: its task's in a multi-task run, else the trainer's."""
+        if self._task_datamodule is not None:
+            return self._task_datamodule
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """Lightning's `log`; inside a multi-task module, under the task's name (`val/acc` -> `val/<task>/acc`)."""
+        if self._task_prefix is not None:
+            stage, _, rest = name.partition("/")
+            name = f"{stage}/{self._task_prefix}/{rest}" if rest else f"{self._task_prefix}/{stage}"
+            # Each task evaluates on its own loader; its name, not the loader's index, tells them apart.
+            kwargs["add_dataloader_idx"] = False
+            if self._log_sink is not None:
+                self._log_sink(name, value)
+        super().log(name, value, *args, **kwargs)
 
     def setup(self, stage: str) -> None:
         """Compile the network once if asked."""

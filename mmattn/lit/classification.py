@@ -154,7 +154,7 @@ class ClassificationModule(MMattnModule):
 
     def setup(self, stage: str) -> None:
         """Check the datamodule's class count, take its class names, compile the net once if asked."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.run_datamodule()
         data_classes = getattr(datamodule, "num_classes", None)
         if data_classes is not None and int(data_classes) != self.num_classes:
             raise ValueError(

@@ -163,9 +163,9 @@ class ContrastiveModule(CarriesTokenizer, MMattnModule):
 
     def setup(self, stage: str) -> None:
         """Take the datamodule's tokenizer (if any) and check the towers' vocabularies fit it; find the prompts."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.run_datamodule()
         if getattr(datamodule, "tokenizer", None) is not None or self.tokenizer is not None:
-            self.tokenizer = adopt_tokenizer(self.tokenizer, self._trainer, type(self).__name__)
+            self.tokenizer = adopt_tokenizer(self.tokenizer, datamodule, type(self).__name__)
         problems = []
         for name in self.net.names:
             room = self.net.embedding(name).vocab_size

@@ -150,7 +150,7 @@ class LanguageModelModule(CarriesTokenizer, MMattnModule):
 
     def setup(self, stage: str) -> None:
         """Take the tokenizer from the datamodule, check the net's vocabulary fits it, compile once if asked."""
-        self.tokenizer = adopt_tokenizer(self.tokenizer, self._trainer, type(self).__name__)
+        self.tokenizer = adopt_tokenizer(self.tokenizer, self.run_datamodule(), type(self).__name__)
         room = getattr(self.net, "vocab_size", None)
         if room is not None:
             problem = vocab_size_problem(

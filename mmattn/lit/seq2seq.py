@@ -199,13 +199,16 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         """Take the tokenizer from the datamodule, check the net's vocabularies fit it, compile once if asked."""
         from mmattn.lit.tokenizer_state import vocab_size_problem
 
-        self.tokenizer = adopt_tokenizer(self.tokenizer, self._trainer, type(self).__name__)
+        self.tokenizer = adopt_tokenizer(self.tokenizer, self.run_datamodule(), type(self).__name__)
         problems = []
         for side, name in (("src", "source"), ("tgt", "target")):
             have = getattr(self.tokenizer, f"{side}_vocab_size", None)
             room = getattr(self.net, f"{side}_vocab_size", None)
-            # A source adapter (audio, images) replaces the source vocabulary; the target side is always checked.
-            adapter = side == "src" and getattr(self.net, "source", None) is not None
+            source = getattr(self.net, "source", None)
+            if side == "src" and getattr(source, "vocab_size", None) is not None:
+                room = source.vocab_size  # a text embedding as the source: its table holds the source ids
+            # A source adapter of another modality (audio, images) replaces the source vocabulary.
+            adapter = side == "src" and not self.text_source()
             if have is not None and room is not None and not adapter:
                 key = f"model.{side}_vocab_size"
                 problems.append(vocab_size_problem(f"the {name} tokenizer", have, key, room, fitting=stage == "fit"))
@@ -351,7 +354,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
     def predict_inputs(self) -> PredictInputs:
         """Files read by the source's file reader (speech, images), or lines of source text (translation)."""
         tokenizer = self.require_tokenizer()
-        if getattr(self.net, "source", None) is not None:
+        if not self.text_source():
             reader = self.source_reader()
             return PredictInputs("files", reader.read_file, reader.collate, reader.extensions, reader.manifest_keys)
         encode = functools.partial(_encode_source, tokenizer)
@@ -365,16 +368,21 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             ValueError: The source is text token ids, or neither the modality nor the data reads files.
         """
         source = getattr(self.net, "source", None)
-        if source is None:
+        if self.text_source():
             raise ValueError(
                 "this model's source is text, which is not read from files; use mmattn-translate or mmattn.translate"
             )
         return self.input_reader(source, "this model's source")
 
+    def text_source(self) -> bool:
+        """The source is text token ids: the net's own token embedding, or an input embedding of token ids."""
+        source = getattr(self.net, "source", None)
+        return source is None or getattr(source, "vocab_size", None) is not None
+
     def require_text_source(self) -> None:
         """Raise one line unless the source is text token ids (what `mmattn.translate` and mmattn-translate take)."""
         source = getattr(self.net, "source", None)
-        if source is not None:
+        if not self.text_source():
             raise ValueError(
                 f"this model's source is {modality_name(source)}, not text, so it does not translate text; "
                 "read files with transcribe (mmattn-transcribe)"

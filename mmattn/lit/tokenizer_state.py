@@ -60,13 +60,12 @@ def vocab_size_problem(
     return None
 
 
-def adopt_tokenizer(current: Any, trainer: Any, module_name: str) -> Any:
-    """The tokenizer a module should use: the datamodule's, checked against the one it already holds.
+def adopt_tokenizer(current: Any, datamodule: Any, module_name: str) -> Any:
+    """The tokenizer a module should use: the datamodule's (None: none), checked against the one it already holds.
 
     Raises:
         ValueError: The datamodule's tokenizer differs from the checkpoint's, or there is none at all.
     """
-    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
     tokenizer = getattr(datamodule, "tokenizer", None)
     if tokenizer is not None:
         if current is not None and current.to_dict() != tokenizer.to_dict():

@@ -6,6 +6,7 @@ from .decoding import beam_search, greedy_decode
 from .dual_encoder import DualEncoder
 from .encoder_decoder import EncoderDecoder, TokenEmbedding
 from .fusion import EncoderTokens, FusionEncoder, encoder_tokens_from_checkpoint
+from .multitask import MultiTaskNet
 from .sampling import filter_logits, sample_tokens
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "EncoderDecoder",
     "EncoderTokens",
     "FusionEncoder",
+    "MultiTaskNet",
     "TokenEmbedding",
     "beam_search",
     "encoder_tokens_from_checkpoint",

@@ -75,8 +75,15 @@ def load_pretrained(model: nn.Module, state_dict: Mapping[str, Tensor], *, sourc
             report.resampled.append(name)
         else:
             report.skipped.append((name, tuple(tensor.shape), tuple(own[name].shape)))
+    for name in report.resampled:
+        # Loaded one by one: a tensor its module cannot adapt (a table of an unknown grid) is skipped, not fatal.
+        try:
+            model.load_state_dict({name: fitting[name]}, strict=False)
+        except (ValueError, RuntimeError):
+            report.skipped.append((name, tuple(fitting.pop(name).shape), tuple(own[name].shape)))
+    report.resampled = [name for name in report.resampled if name in fitting]
     report.new = [name for name in own if name not in fitting]
-    model.load_state_dict(fitting, strict=False)
+    model.load_state_dict({k: v for k, v in fitting.items() if k not in report.resampled}, strict=False)
     level = logging.WARNING if report.skipped or report.new else logging.INFO
     log.log(level, report.summary())
     return report

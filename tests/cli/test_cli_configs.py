@@ -45,6 +45,18 @@ def test_config_groups_are_all_there() -> None:
 
 @pytest.mark.parametrize("option", options("data"))
 def test_data_options_instantiate(compose_cfg, option: str, tmp_path: Path, env_data_dir: Path) -> None:
+    if option == "multitask":
+        # Its tasks come from an experiment's `tasks` entries; each task's data option is one of the others.
+        cfg = compose_cfg("train", ["experiment=multitask_demo", "data.schedule=round_robin"])
+        _paths(cfg, tmp_path)
+        datamodule = instantiate(cfg.data)
+        assert datamodule.names == ["shapes", "dtmf", "scan"] and datamodule.steps_per_epoch == cfg.data.steps_per_epoch
+        assert [type(d).__name__ for d in datamodule.tasks.values()] == [
+            "ShapesDataModule",
+            "DTMFDataModule",
+            "SCANDataModule",
+        ]
+        return
     if option in TEXT_DATA:
         # Text data feeds the seq2seq module; the model has vocabulary sizes of its own instead of classes.
         overrides = [f"data={option}", "data.root=" + str(tmp_path), "model=transformer_demo"]
@@ -133,6 +145,8 @@ def test_model_options_build_on_their_data_and_learn(compose_cfg, option: str) -
     # finite outputs and every output reaches a parameter. Depth 1 keeps the big presets cheap.
     if option in PRETRAINED:
         pytest.skip(f"model={option} starts from pretrained weights; {PRETRAINED[option]} builds it from local files")
+    if option == "multitask":
+        pytest.skip("its task networks come from an experiment: test_the_multitask_demo_networks_share_one_encoder")
     data = _data_of_models()[option]
     cfg = compose_cfg("train", [f"data={data}", f"model={option}"])
     follow = ["data.num_classes=7"] if "num_classes" in cfg.data else []
@@ -213,9 +227,10 @@ def test_no_experiment_is_the_vision_demo(compose_cfg) -> None:
 
 
 @pytest.mark.parametrize("option", options("experiment"))
-def test_experiments_compose(compose_cfg, option: str) -> None:
+def test_experiments_compose(compose_cfg, option: str, tmp_path: Path) -> None:
     cfg = compose_cfg("train", [f"experiment={option}"], return_hydra_config=True)
     assert cfg.hydra.runtime.choices.experiment == option
+    _paths(cfg, tmp_path)  # a multi-task module's config holds its tasks' data configs, which name the run directory
     resolve_monitors(cfg)
     if cfg.module._target_ == "mmattn.lit.Seq2SeqModule":
         # Every preset's model has as many rows as its BPE is asked for (a BPE that falls short stays within the
@@ -233,11 +248,33 @@ def test_experiments_compose(compose_cfg, option: str) -> None:
         assert cfg.module.tower_names == list(cfg.model.towers)
         checkpoint = cfg.callbacks.model_checkpoint
         assert (checkpoint.monitor, checkpoint.mode) == ("val/mean_r1", "max")
+    elif cfg.module._target_ == "mmattn.lit.MultiTaskModule":
+        assert cfg.callbacks.model_checkpoint.monitor == "val/score" and cfg.trainer.use_distributed_sampler is False
+        for task in cfg.tasks.values():
+            classes = task.model.get("num_classes")
+            assert classes is None or classes == task.data.num_classes == task.module.num_classes
+            assert "tgt_vocab_size" not in task.model or task.model.tgt_vocab_size == task.data.vocab_size
     elif cfg.module._target_ == "mmattn.lit.LanguageModelModule":
         assert cfg.model.vocab_size == cfg.data.vocab_size and cfg.model.context_length >= cfg.data.block_size
         assert cfg.callbacks.model_checkpoint.monitor == "val/loss" and cfg.callbacks.model_checkpoint.mode == "min"
     else:
         assert cfg.model.num_classes == cfg.data.num_classes == cfg.module.num_classes
+
+
+def test_the_multitask_demo_networks_share_one_encoder_and_each_learns(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg("train", ["experiment=multitask_demo", "core.depth=1"])
+    _paths(cfg, tmp_path)
+    torch.manual_seed(0)
+    net = instantiate(cfg.model)
+    assert net.names == list(cfg.tasks) and len({id(net.tasks[name].encoder) for name in net.names}) == 1
+    for name in net.names:
+        task = net.tasks[name]
+        task.zero_grad()
+        inputs = task.example_input(2)
+        outputs = _float_outputs(task(*inputs) if isinstance(inputs, tuple) else task(inputs))
+        assert all(o.shape[0] == 2 and torch.isfinite(o).all() for o in outputs)
+        sum((o * torch.randn_like(o)).sum() for o in outputs).backward()
+        assert all(p.grad is not None for p in net.core.parameters()), f"{name} does not reach the shared encoder"
 
 
 def test_vit_cifar10_turns_on_its_recipe(compose_cfg) -> None:

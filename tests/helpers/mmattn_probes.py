@@ -44,3 +44,24 @@ class RankProbe(Callback):
             "params_sha256": digest.hexdigest(),
         }
         (self.dirpath / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class TaskProbe(Callback):
+    """Record the task of every training step (a multi-task run's batches are `(task, batch)`); at the end of
+    training write `<dirpath>/tasks_rank<global rank>.json` with them and the run's parameter digest."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+        self.tasks: list[str] = []
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
+        self.tasks.append(str(batch[0]))
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        digest = hashlib.sha256()
+        for name, param in sorted(pl_module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(param.detach().to(torch.float64).cpu().numpy().tobytes())
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        record = {"tasks": self.tasks, "global_step": trainer.global_step, "params_sha256": digest.hexdigest()}
+        (self.dirpath / f"tasks_rank{trainer.global_rank}.json").write_text(json.dumps(record))

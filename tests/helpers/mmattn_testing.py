@@ -167,6 +167,32 @@ TINY_FUSION = [
     "+trainer.limit_test_batches=2",
 ]
 
+# The three demos' data at the sizes above (written once per session), through one tiny shared encoder.
+TINY_MULTITASK = [
+    "experiment=multitask_demo",
+    "tasks.shapes.data.train_per_class=4",
+    "tasks.shapes.data.val_per_class=2",
+    "tasks.shapes.data.test_per_class=2",
+    "tasks.shapes.data.batch_size=8",
+    "tasks.dtmf.data.train_per_class=3",
+    "tasks.dtmf.data.val_per_class=2",
+    "tasks.dtmf.data.test_per_class=1",
+    "tasks.dtmf.data.batch_size=8",
+    "tasks.scan.data.max_tokens=2048",
+    "tasks.scan.model.decoder_depth=1",
+    "tasks.scan.module.decoding.max_len_a=1.0",
+    "tasks.scan.module.decoding.max_len_b=4",
+    "core.dim=32",
+    "core.depth=1",
+    "core.num_heads=2",
+    "data.steps_per_epoch=6",
+    "module.scheduler.warmup_fraction=0",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+]
+
 FAMILIES = {
     "vision": TINY_TRAIN,
     "audio": TINY_AUDIO,
@@ -177,6 +203,7 @@ FAMILIES = {
     "fusion": TINY_FUSION,
     "clap": TINY_CLAP,
     "clip": TINY_CLIP,
+    "multitask": TINY_MULTITASK,
 }
 
 

@@ -111,6 +111,15 @@ class TextEmbedding(InputEmbedding):
         ids = torch.randint(0, self.vocab_size, (batch_size, self.example_length))
         return ids.masked_fill(ids == self.pad_id, (self.pad_id + 1) % self.vocab_size)
 
+    def export_example(self, batch_size: int, size: int) -> dict[str, Tensor]:
+        """Random non-padding ids [batch_size, size] named `inputs` (texts vary in length)."""
+        ids = torch.randint(0, self.vocab_size, (batch_size, max(1, size)))
+        return {"inputs": ids.masked_fill(ids == self.pad_id, (self.pad_id + 1) % self.vocab_size)}
+
+    def export_axes(self) -> dict[str, dict[int, str]]:
+        """Batch and length vary."""
+        return {"inputs": {0: "batch", 1: "length"}}
+
     def renderer(self) -> Renderer:
         """Draws the tokens shaded by their heat."""
         return TextRenderer(self.pad_id)
