@@ -51,7 +51,7 @@ def test_data_options_instantiate(compose_cfg, option: str, tmp_path: Path, env_
         _paths(cfg, tmp_path)
         datamodule = instantiate(cfg.data)
         assert datamodule.names == ["shapes", "dtmf", "scan"] and datamodule.steps_per_epoch == cfg.data.steps_per_epoch
-        assert [type(d).__name__ for d in datamodule.tasks.values()] == [
+        assert [type(d).__name__ for d in datamodule.datamodules.values()] == [
             "ShapesDataModule",
             "DTMFDataModule",
             "SCANDataModule",

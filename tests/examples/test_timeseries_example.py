@@ -38,14 +38,23 @@ def test_the_timeseries_example_trains_from_outside(run_cli, tmp_path: Path, mon
 
     with pytest.raises(UntrustedTargetError, match=r"pass trust=\[mmattn_timeseries\]"):
         load(ckpt)
-    result = run_cli("mmattn-eval", f"ckpt_path={ckpt}", "trust=[mmattn_timeseries]", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-4000:]
-    (eval_run,) = (tmp_path / "outputs" / "eval" / "runs").iterdir()
-    evaluated = json.loads((eval_run / "metrics.json").read_text())
+    # Evaluated and drawn in this process (the package on its path, as installed): the training above was the run
+    # from outside.
+    from mmattn_testing import compose_config
+    from omegaconf import open_dict
+
+    from mmattn.cli.eval import evaluate
+    from mmattn.cli.viz import visualize
+
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config("eval", [f"ckpt_path={ckpt}", "trust=[mmattn_timeseries]", "paths.data_dir=data"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "eval")
+    evaluated = evaluate(cfg)
     assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=0.02)
     viz = ["what=attention", f"ckpt_path={ckpt}", "num_samples=1", "out_dir=pics", "trust=[mmattn_timeseries]"]
-    result = run_cli("mmattn-viz", *viz, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-4000:]
+    visualize(compose_config("viz", viz))
     assert all(is_picture(tmp_path / "pics" / n) for n in ("attention_0.png", "heads_0.png"))
 
 

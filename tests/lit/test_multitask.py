@@ -202,6 +202,13 @@ def test_one_task_of_a_trained_multitask_run_is_an_ordinary_checkpoint_and_a_fin
     assert mmattn.translate(path, ["jump twice"]) and isinstance(mmattn.translate(path, ["jump twice"])[0], str)
     shapes = mmattn.load(module.save_task("shapes", tmp_path / "shapes.ckpt"))
     assert isinstance(shapes, ClassificationModule) and shapes.classes == module.source_modules["shapes"].classes
+    # What mmattn-viz draws of a file: read through the task's recorded data config, drawn by the image renderer.
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    assert [name for name, _ in shapes.file_attention_figures([str(tmp_path / "red.png")])][:1] == ["attention_0"]
+    with pytest.raises(ValueError, match="a multi-task model draws attention through one task: write one with"):
+        module.file_attention_figures([str(tmp_path / "red.png")])
 
     # Fine-tuning a single-task model from it: the shared encoder and the matching adapter load; a head for other
     # classes is named as skipped, and left as initialised.

@@ -53,7 +53,12 @@ def test_pictures_are_pngs_with_content(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_mmattn_viz_draws_a_checkpoints_learned_table(run_cli, tmp_path: Path) -> None:
+def test_mmattn_viz_draws_a_checkpoints_learned_table(run_cli, compose_cfg, env_data_dir, tmp_path: Path) -> None:
+    from omegaconf import open_dict
+
+    from mmattn.cli.train import train as train_run
+    from mmattn.cli.viz import visualize
+
     train = [
         "experiment=lm_demo",
         "model.positions=learned",
@@ -66,16 +71,19 @@ def test_mmattn_viz_draws_a_checkpoints_learned_table(run_cli, tmp_path: Path) -
         "+trainer.limit_test_batches=1",
         "module.sample_eval=null",
     ]
-    assert run_cli("mmattn-train", *train, cwd=tmp_path).returncode == 0
-    (ckpt,) = tmp_path.glob("outputs/lm_demo/runs/*/checkpoints/last.ckpt")
+    cfg = compose_cfg("train", train)
+    with open_dict(cfg):
+        cfg.paths.output_dir, cfg.paths.log_dir = str(tmp_path / "run"), str(tmp_path / "logs")
+    train_run(cfg)  # in this process: the picture command is the one run as a user runs it
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     result = run_cli(
         "mmattn-viz", "what=positions", f"ckpt_path={ckpt}", "out_dir=pics", "num_positions=48", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     paths = [Path(line) for line in result.stdout.splitlines()]
     assert len(paths) == 4 and all(is_picture(tmp_path / p if not p.is_absolute() else p) for p in paths)
-    bad = run_cli("mmattn-viz", "what=nope", cwd=tmp_path)
-    assert bad.returncode != 0 and "choose one of ['positions', 'attention']" in bad.stderr
+    with pytest.raises(ValueError, match=r"choose one of \['positions', 'attention'\]"):
+        visualize(compose_cfg("viz", ["what=nope"]))
 
 
 def test_missing_matplotlib_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
