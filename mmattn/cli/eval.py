@@ -79,13 +79,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     module, ckpt_path = load_checkpoint_module(cfg)
     chosen = cfg.get("data") is not None and "_target_" in cfg.data
-    if cfg.get("task") is not None:
-        # One task of a multi-task model: on its own data config when one is chosen, else on the stored one's part.
-        module = one_task(module, str(cfg.task), ckpt_path) if chosen else module
+    task = None if cfg.get("task") is None else str(cfg.task)
+    if task is not None:
+        # One task of a multi-task model: alone on a data config chosen here, else on its part of the stored one.
+        module = one_task(module, task, ckpt_path, check_only=not chosen)
     data_cfg = data_config(cfg, module.hparams)
-    if cfg.get("task") is not None and not chosen:
-        one_task(module, str(cfg.task), ckpt_path, check_only=True)
-        data_cfg = OmegaConf.merge(data_cfg, {"only": [str(cfg.task)]})
+    if task is not None and not chosen:
+        data_cfg = OmegaConf.merge(data_cfg, {"only": [task]})
     # A data option chosen on this command line is the user's own config; the checkpoint's is checked like its model.
     with trusting(everything=chosen):
         datamodule = safe_instantiate(data_cfg, where=f"{ckpt_path}: data", trust=cfg.trust)

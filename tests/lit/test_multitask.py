@@ -210,6 +210,17 @@ def test_one_task_of_a_trained_multitask_run_is_an_ordinary_checkpoint_and_a_fin
     with pytest.raises(ValueError, match="a multi-task model draws attention through one task: write one with"):
         module.file_attention_figures([str(tmp_path / "red.png")])
 
+    # mmattn-eval task=<name>: that task's test loaders only (its part of the stored multi-task data config).
+    from mmattn_testing import compose_config
+    from omegaconf import open_dict
+
+    from mmattn.cli.eval import evaluate
+
+    cfg = compose_config("eval", [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "task=shapes"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "eval")
+    assert set(evaluate(cfg)) == {"test/shapes/acc", "test/shapes/loss", "test/score"}
+
     # Fine-tuning a single-task model from it: the shared encoder and the matching adapter load; a head for other
     # classes is named as skipped, and left as initialised.
     from mmattn.tasks.vision import ViT
