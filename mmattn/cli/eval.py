@@ -83,6 +83,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if task is not None:
         # One task of a multi-task model: alone on a data config chosen here, else on its part of the stored one.
         module = one_task(module, task, ckpt_path, check_only=not chosen)
+    decoding = {k: v for k, v in (cfg.get("decoding") or {}).items() if v is not None}
+    if decoding:
+        if not hasattr(module, "decoding"):
+            raise ValueError(
+                f"decoding.{next(iter(decoding))} is an option of sequence-to-sequence models; {ckpt_path} holds a "
+                f"{type(module).__name__}"
+            )
+        module.configure_prediction(**decoding)
     data_cfg = data_config(cfg, module.hparams)
     if task is not None and not chosen:
         data_cfg = OmegaConf.merge(data_cfg, {"only": [task]})

@@ -25,7 +25,7 @@ from mmattn.models.decoding import beam_search, ctc_greedy_decode, greedy_decode
 
 __all__ = ["Seq2SeqModule", "TOKENIZER_KEY", "pad_ids", "tokenizer_from_checkpoint"]
 
-DECODING_KEYS = ("method", "beam_size", "length_penalty", "max_len_a", "max_len_b", "hard_max")
+DECODING_KEYS = ("method", "beam_size", "length_penalty", "max_len_a", "max_len_b", "hard_max", "ctc_weight")
 DECODING_METHODS = ("attention", "ctc")
 METRICS = ("bleu", "chrf", "exact", "wer", "cer")
 # Metrics that take one reference per hypothesis (the others take a list of references each).
@@ -63,7 +63,8 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             speech); > 0 needs a net with a CTC head (`EncoderDecoder(ctc=True)`). CTC's blank is the pad id.
         decoding: method ("attention": greedy or beam search in the decoder; "ctc": CTC greedy decoding of the
             encoder, the fast path), beam_size (1 = greedy), length_penalty, max_len_a, max_len_b (budget = a *
-            encoder length + b), hard_max.
+            encoder length + b), hard_max, ctc_weight (attention decoding scored jointly with the CTC head's prefix
+            probabilities, Watanabe et al. 2017: 0 = attention alone; > 0 needs a CTC head).
         val_decode_batches: Validation batches decoded for BLEU/exact match each epoch (a fixed subset, since the
             val loader is not shuffled); None decodes all. Loss is computed on every batch; test decodes everything.
         metrics: Any of "bleu" (SacreBLEU, 13a tokenisation, 0-100), "chrf" (0-100), "exact" (0-1), "wer" (word
@@ -118,7 +119,14 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
                 f"module.ctc_weight={ctc_weight} / module.decoding.method={decoding.get('method', 'attention')!r} "
                 "need a CTC head on the encoder: set model.ctc=true"
             )
-        if ctc_weight == 1.0 and decoding.get("method", "attention") == "attention":
+        joint = float(decoding.get("ctc_weight") or 0.0)
+        if not 0.0 <= joint <= 1.0:
+            raise ValueError(f"module.decoding.ctc_weight must be in [0, 1], got {joint}")
+        if joint > 0 and not has_ctc:
+            raise ValueError(
+                f"module.decoding.ctc_weight={joint} scores hypotheses with the encoder's CTC head: set model.ctc=true"
+            )
+        if ctc_weight == 1.0 and decoding.get("method", "attention") == "attention" and joint < 1:
             raise ValueError("module.ctc_weight=1 trains no decoder: decode with module.decoding.method=ctc")
         if int(decoding.get("beam_size", 1)) < 1:
             raise ValueError(f"module.decoding.beam_size must be >= 1, got {decoding['beam_size']}")
@@ -272,9 +280,13 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             return ctc_greedy_decode(self.net, src, blank_id=pad, eos_id=eos, pad_id=pad)
         beam_size = int(options.pop("beam_size"))
         length_penalty = float(options.pop("length_penalty"))
+        joint = float(options.pop("ctc_weight", 0.0) or 0.0)
         ids = dict(bos_id=self.tokenizer.bos_id, eos_id=eos, pad_id=pad)
-        if beam_size == 1:
+        if beam_size == 1 and not joint:
             return greedy_decode(self.net, src, **ids, **options)
+        if joint:
+            # CTC's blank is the pad id (see _ctc_loss).
+            options.update(ctc_weight=joint, blank_id=pad)
         return beam_search(self.net, src, beam_size=beam_size, length_penalty=length_penalty, **ids, **options)
 
     def _eval_step(self, batch: Mapping[str, Any], stage: str, decode: bool) -> Tensor:

@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
+from .ctc_prefix import CTCPrefixScorer
+
 __all__ = ["beam_search", "ctc_greedy_decode", "greedy_decode", "max_lengths"]
 
 
@@ -105,6 +107,8 @@ def beam_search(
     hard_max: int | None = None,
     banned_ids: Sequence[int] = (),
     forced_eos_score: Literal["logprob", "zero"] = "logprob",
+    ctc_weight: float = 0.0,
+    blank_id: int | None = None,
 ) -> Tensor:
     """Beam search (fairseq's rules): returns the best finished hypothesis per sentence, ids [B, T] (EOS, then pad).
 
@@ -127,12 +131,20 @@ def beam_search(
             theirs (not renormalised), as transformers' `bad_words_ids` / `suppress_tokens` do in beam search.
         forced_eos_score: What the EOS forced at the length budget adds to a hypothesis' score: "logprob" (its
             log-probability, fairseq) or "zero" (transformers' `forced_eos_token_id` sets it to 0).
+        ctc_weight: Joint CTC/attention decoding (Watanabe et al., 2017): each token scores `ctc_weight * CTC prefix
+            log-probability + (1 - ctc_weight) * attention log-probability` (`mmattn.models.ctc_prefix`), so a
+            hypothesis that skips or repeats words against the encoder's CTC alignment loses; 0 = attention only.
+            Needs a model with `ctc_logits` (`EncoderDecoder(ctc=True)`).
+        blank_id: CTC's blank label (the pad id in `Seq2SeqModule`); required with `ctc_weight` > 0.
 
     Raises:
-        ValueError: `beam_size` < 1 or an unknown `forced_eos_score`.
+        ValueError: `beam_size` < 1, an unknown `forced_eos_score`, or a `ctc_weight` outside [0, 1] (or without
+            `blank_id`).
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if not 0.0 <= ctc_weight <= 1.0 or (ctc_weight > 0 and blank_id is None):
+        raise ValueError(f"ctc_weight must be in [0, 1] and needs blank_id, got {ctc_weight} and {blank_id}")
     if forced_eos_score not in ("logprob", "zero"):
         raise ValueError(f"forced_eos_score must be 'logprob' or 'zero', got {forced_eos_score!r}")
     k = beam_size
@@ -143,6 +155,11 @@ def beam_search(
     # Every sentence's encoder output repeated for its K beams: [B*K, S, D].
     memory = memory.repeat_interleave(k, dim=0)
     mask = None if mask is None else mask.repeat_interleave(k, dim=0)
+    ctc = None
+    if ctc_weight > 0:
+        log_probs = torch.log_softmax(model.ctc_logits(memory).float(), dim=-1)
+        ctc = CTCPrefixScorer(log_probs, _source_lengths(memory, mask), blank=blank_id, eos=eos_id)
+        ctc_state = ctc.initial_state()
     cache = model.init_cache(b * k, steps, memory)
     tokens = torch.full((b * k, 1), bos_id, dtype=torch.long, device=device)
     scores = torch.zeros(b, k, device=device)
@@ -152,6 +169,13 @@ def beam_search(
     base = torch.arange(b, device=device)[:, None] * k  # row offset of each sentence in the B*K batch
     for t in range(steps):
         logp = torch.log_softmax(model.decode(tokens[:, -1:], memory, mask, cache=cache)[:, -1].float(), dim=-1)
+        if ctc is not None:
+            psi, ctc_r = ctc.extend(ctc_state)
+            # The CTC term of a token is what it adds to the hypothesis' prefix log-probability (a dead beam's
+            # -inf minus -inf would be NaN, which topk ranks first).
+            alive = torch.isfinite(ctc_state.psi)[:, None]
+            ctc_step = torch.where(alive, psi - ctc_state.psi[:, None], torch.full_like(psi, float("-inf")))
+            logp = ctc_step if ctc_weight == 1 else (1 - ctc_weight) * logp + ctc_weight * ctc_step
         if banned_ids:
             logp[:, list(banned_ids)] = float("-inf")
         v = logp.shape[-1]
@@ -182,7 +206,10 @@ def beam_search(
         scores = keep_score.gather(1, order)
         src_rows = (base + beam_idx.gather(1, order)).view(-1)
         cache.reorder(src_rows)
-        tokens = torch.cat([tokens[src_rows], token_idx.gather(1, order).view(-1, 1)], dim=1)
+        new_tokens = token_idx.gather(1, order).view(-1)
+        if ctc is not None:
+            ctc_state = ctc.select(ctc_r, psi, src_rows, new_tokens)
+        tokens = torch.cat([tokens[src_rows], new_tokens[:, None]], dim=1)
     best = [max(f, key=lambda h: h[0])[1] if f else [eos_id] for f in finished]
     # Every hypothesis ends with EOS, so no row is empty.
     return pad_sequence([torch.tensor(h, device=device) for h in best], batch_first=True, padding_value=pad_id)

@@ -220,6 +220,11 @@ def test_one_task_of_a_trained_multitask_run_is_an_ordinary_checkpoint_and_a_fin
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "eval")
     assert set(evaluate(cfg)) == {"test/shapes/acc", "test/shapes/loss", "test/score"}
+    cfg = compose_config("eval", [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "decoding.beam_size=2"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "eval2")
+    with pytest.raises(ValueError, match="decoding.beam_size is an option of sequence-to-sequence models; .* holds a"):
+        evaluate(cfg)
 
     # Fine-tuning a single-task model from it: the shared encoder and the matching adapter load; a head for other
     # classes is named as skipped, and left as initialised.

@@ -82,3 +82,24 @@ def test_ctc_options_are_checked() -> None:
         Seq2SeqModule(net, ctc_weight=1.5)
     with pytest.raises(ValueError, match="trains no decoder"):
         _module(1.0)
+
+
+def test_joint_decoding_is_beam_search_scored_with_the_ctc_head_and_is_checked() -> None:
+    from mmattn.models import beam_search
+
+    src = torch.tensor([[3, 4, 5, 6], [4, 6, 3, PAD]])
+    module = _module(0.3, decoding={"beam_size": 3, "ctc_weight": 0.4, "max_len_a": 1.0, "max_len_b": 2})
+    expected = beam_search(
+        module.net, src, bos_id=BOS, eos_id=EOS, pad_id=PAD, beam_size=3, max_len_a=1.0, max_len_b=2,
+        ctc_weight=0.4, blank_id=PAD,
+    )  # fmt: skip
+    assert torch.equal(module.generate(src), expected)
+    # Greedy joint decoding is a beam of one, scored jointly; mmattn-transcribe/translate set it per call.
+    module.configure_prediction(beam_size=1, ctc_weight=1.0)
+    assert (module.generate(src) == EOS).sum(dim=1).eq(1).all()
+    torch.manual_seed(0)
+    net = EncoderDecoder(src_vocab_size=7, tgt_vocab_size=V, dim=16, encoder_depth=1, decoder_depth=1, num_heads=2)
+    with pytest.raises(ValueError, match=r"module.decoding.ctc_weight=0.3 scores hypotheses with the encoder's CTC"):
+        Seq2SeqModule(net, decoding={"ctc_weight": 0.3})
+    with pytest.raises(ValueError, match=r"module.decoding.ctc_weight must be in \[0, 1\], got 2.0"):
+        _module(0.3, decoding={"ctc_weight": 2.0})
