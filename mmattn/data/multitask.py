@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import lightning.pytorch as pl
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from mmattn.data.mixing import MixedLoader
-from mmattn.data.resumable import ResumableDataLoader
+from mmattn.data.resumable import ResumableDataLoader, eval_sampler
 
 __all__ = ["ENTRY_KEYS", "MultiTaskDataModule", "Source", "check_task_entries", "task_sources"]
 
@@ -248,18 +248,16 @@ class MultiTaskDataModule(pl.LightningDataModule):
         Multi-task runs turn Lightning's sampler injection off (token-budget loaders shard themselves and would break
         under it), so plain sequential loaders are given a `DistributedSampler` here, as Lightning would.
         """
-        trainer = self.trainer
-        world = getattr(trainer, "world_size", 1) if trainer is not None else 1
         batches = getattr(loader, "batch_sampler", None)
-        if world < 2 or not isinstance(loader, DataLoader) or type(batches) is not BatchSampler:
+        if not isinstance(loader, DataLoader) or type(batches) is not BatchSampler:
             return loader
         if not isinstance(batches.sampler, SequentialSampler):
             return loader
         if type(loader) is not DataLoader and not isinstance(loader, ResumableDataLoader):
             return loader  # a loader class of unknown arguments: rebuilt, it could lose what it adds
-        sampler = DistributedSampler(
-            loader.dataset, num_replicas=world, rank=trainer.global_rank, shuffle=False, drop_last=False
-        )
+        sampler = eval_sampler(loader.dataset, self.trainer)
+        if sampler is None:
+            return loader
         # Its own class: the skipping loaders of files unpack their collate's (batch, skipped files) pairs.
         return type(loader)(
             loader.dataset,

@@ -296,6 +296,21 @@ def train_sampler(
     )
 
 
+def eval_sampler(dataset: Sized, trainer: Any) -> DistributedSampler | None:
+    """An evaluation loader's sampler under data parallelism: this rank's share of the examples, in order (None on
+    one process), as Lightning's sampler injection makes it; for loaders that shard while that injection is off."""
+    world = 1 if trainer is None else int(trainer.world_size)
+    if world < 2:
+        return None
+    return DistributedSampler(
+        dataset,  # type: ignore[arg-type]
+        num_replicas=world,
+        rank=int(trainer.global_rank),
+        shuffle=False,
+        drop_last=False,
+    )
+
+
 def train_loader(
     dataset: Dataset,
     trainer: Any,

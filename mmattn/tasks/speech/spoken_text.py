@@ -25,9 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from mmattn.data import train_loader
+from mmattn.data.resumable import eval_sampler
 from mmattn.tasks.text import encode as text_ids
 from mmattn.tasks.text.bpe import PAD_ID
 
@@ -136,7 +137,6 @@ class SpokenTextDataModule(SpokenDigitsDataModule):
             raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
         dataset = self.datasets[split]
         trainer = getattr(self, "trainer", None)
-        world = 1 if trainer is None else trainer.world_size
         options = {
             "num_workers": self.num_workers,
             "pin_memory": self.pin_memory,
@@ -145,11 +145,8 @@ class SpokenTextDataModule(SpokenDigitsDataModule):
         }
         if train:
             return train_loader(dataset, trainer, batch_size=self.batch_size, drop_last=self.drop_last, **options)
-        sampler = None
-        if world > 1:
-            # Built here rather than injected by Lightning, so the demo also shards with use_distributed_sampler off.
-            sampler = DistributedSampler(dataset, num_replicas=world, rank=trainer.global_rank, shuffle=False)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **options)
+        # Built here rather than injected by Lightning, so the demo also shards with use_distributed_sampler off.
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=eval_sampler(dataset, trainer), **options)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled fixed-size training batches, the last incomplete one dropped."""
