@@ -293,6 +293,11 @@ class MultiTaskModule(MMattnModule):
             if stage == "fit" and child._task_datamodule is None:
                 raise ValueError(f"{name!r} has no datamodule in this run; train with the multi-task data config")
             child.setup(stage)
+        if self.compile_net and not getattr(self, "_compiled", False):
+            # The task modules call each task network, never the MultiTaskNet's own forward: compile those.
+            for net in self.net.tasks.values():
+                net.compile()
+            self._compiled = True
         super().setup(stage)
 
     def on_train_start(self) -> None:

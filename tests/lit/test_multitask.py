@@ -150,6 +150,14 @@ def test_every_task_network_holds_the_same_encoder_and_other_options_are_named()
         MultiTaskNet({"shapes": VIT, "mt": text_ids})
 
 
+def test_compile_compiles_the_task_networks_the_task_modules_call() -> None:
+    entries = _entries()
+    net = MultiTaskNet({name: entry["model"] for name, entry in entries.items()})
+    module = MultiTaskModule(net, entries, compile=True)
+    module.setup("validate")
+    assert all(task._compiled_call_impl is not None for task in net.tasks.values())
+
+
 def test_a_task_that_did_not_train_keeps_its_weights_and_optimizer_state() -> None:
     module = _module(_entries())
     net = module.net
