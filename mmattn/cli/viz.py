@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
@@ -67,8 +68,17 @@ def _attention(cfg: DictConfig) -> list[Path]:
         datamodule = safe_instantiate(module.hparams["data"], where=f"{ckpt_path}: data", trust=cfg.trust)
         datamodule.prepare_data()
         datamodule.setup("validate")
-        batch = next(iter(datamodule.val_dataloader()))
-        figures = attention_figures(module, batch, int(cfg.num_samples), getattr(datamodule, "classes", None))
+        loaders = datamodule.val_dataloader()
+        classes = getattr(datamodule, "classes", None)
+        if isinstance(loaders, Mapping):
+            # Several validation loaders (a multi-task model's, one per task): the first batch of each, named.
+            figures = [
+                figure
+                for name, loader in loaders.items()
+                for figure in attention_figures(module, (name, next(iter(loader))), int(cfg.num_samples), classes)
+            ]
+        else:
+            figures = attention_figures(module, next(iter(loaders)), int(cfg.num_samples), classes)
     return save_figures(figures, cfg.out_dir)
 
 

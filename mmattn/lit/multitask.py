@@ -512,8 +512,16 @@ class MultiTaskModule(MMattnModule):
         raise ValueError(self._one_task_only("predicts"))
 
     def attention_figures(self, batch: Any, num_samples: int, **options: Any) -> list:
-        """A multi-task model draws through one task: export it first."""
-        raise ValueError(self._one_task_only("draws attention"))
+        """Pictures of a `(source, batch)` pair, or of a batch of the first evaluated source (what the
+        `attention_maps` callback keeps: the first validation batch), drawn by that source's module and named
+        `<source>_<picture>` (a source `<task>/<dataset>` as `<task>_<dataset>`)."""
+        if isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[0], str):
+            source, batch = batch
+        else:
+            source = self._eval_names()[0]
+        figures = self.source_modules[source].attention_figures(batch, num_samples, **options)
+        prefix = source.replace("/", "_")
+        return [(f"{prefix}_{name}", figure) for name, figure in figures]
 
     def file_attention_figures(self, paths: Any) -> list:
         """A multi-task model draws through one task: export it first."""

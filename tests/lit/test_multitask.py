@@ -150,6 +150,19 @@ def test_every_task_network_holds_the_same_encoder_and_other_options_are_named()
         MultiTaskNet({"shapes": VIT, "mt": text_ids})
 
 
+def test_attention_pictures_of_a_validation_batch_are_the_first_sources() -> None:
+    import matplotlib.pyplot as plt
+
+    module = _module(_entries()).eval()
+    batch = (torch.rand(2, 3, 16, 16), torch.tensor([0, 2]))  # what the attention_maps callback keeps
+    figures = module.attention_figures(batch, 1, classes=["a", "b", "c"])
+    figures += module.attention_figures(("tones", (torch.rand(2, 32, 32), torch.tensor([1, 3]))), 1)  # named
+    names = [name for name, _ in figures]
+    assert any(n.startswith("shapes_attention") for n in names) and any(n.startswith("tones_") for n in names)
+    for _, figure in figures:
+        plt.close(figure)
+
+
 def test_compile_compiles_the_task_networks_the_task_modules_call() -> None:
     entries = _entries()
     net = MultiTaskNet({name: entry["model"] for name, entry in entries.items()})
