@@ -24,6 +24,15 @@ class Pace(Callback):
         time.sleep(self.seconds)
 
 
+def params_digest(module: LightningModule) -> str:
+    """SHA-256 of the module's state (names and values as float64): equal on ranks that hold the same model."""
+    digest = hashlib.sha256()
+    for name, param in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(param.detach().to(torch.float64).cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 class RankProbe(Callback):
     """At the end of training, write `<dirpath>/rank<global rank>.json`: global step, world size, parameter digest."""
 
@@ -31,17 +40,13 @@ class RankProbe(Callback):
         self.dirpath = Path(dirpath)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        digest = hashlib.sha256()
-        for name, param in sorted(pl_module.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(param.detach().to(torch.float64).cpu().numpy().tobytes())
         self.dirpath.mkdir(parents=True, exist_ok=True)
         record = {
             "global_rank": trainer.global_rank,
             "node_rank": trainer.node_rank,
             "world_size": trainer.world_size,
             "global_step": trainer.global_step,
-            "params_sha256": digest.hexdigest(),
+            "params_sha256": params_digest(pl_module),
         }
         (self.dirpath / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
@@ -58,10 +63,6 @@ class TaskProbe(Callback):
         self.tasks.append(str(batch[0]))
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        digest = hashlib.sha256()
-        for name, param in sorted(pl_module.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(param.detach().to(torch.float64).cpu().numpy().tobytes())
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        record = {"tasks": self.tasks, "global_step": trainer.global_step, "params_sha256": digest.hexdigest()}
+        record = {"tasks": self.tasks, "global_step": trainer.global_step, "params_sha256": params_digest(pl_module)}
         (self.dirpath / f"tasks_rank{trainer.global_rank}.json").write_text(json.dumps(record))
