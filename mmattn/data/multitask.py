@@ -199,10 +199,6 @@ class MultiTaskDataModule(pl.LightningDataModule):
         """The source names (`<task>` or `<task>/<dataset>`), in the order of the validation and test loaders."""
         return list(self.datamodules)
 
-    def task_of(self, source: str) -> str:
-        """The task a source belongs to."""
-        return self.sources[source].task
-
     def prepare_data(self) -> None:
         """Each task's (generate demo data, train tokenizers: once per node)."""
         for datamodule in self.datamodules.values():
