@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark the attention core against torch and timm: attention speed, a ViT-Tiny training step, attention memory,
+"""Benchmark the attention core against torch and timm: attention speed, the cost of each position scheme, a ViT-Tiny
+training step, attention memory,
 the audio pipeline, translation decoding and training, language-model sampling, DDP scaling, and the LM corpus (time
 to tokenize a 200 MB corpus; peak RSS of LM training against corpus size).
 
@@ -39,9 +40,9 @@ import torch.nn.functional as F
 from bench_loader import bench_loader  # scripts/, beside this file
 from torch import Tensor, nn
 
-from mmattn.nn import MultiHeadAttention
+from mmattn.nn import Decoder, Encoder, MultiHeadAttention, RandomPositions
 
-SECTIONS = ("attention", "vit", "memory", "audio", "translation", "lm", "ddp", "lm_corpus", "loader")
+SECTIONS = ("attention", "positions", "vit", "memory", "audio", "translation", "lm", "ddp", "lm_corpus", "loader")
 MEMORY_CASES = ("fused", "explicit", "need_weights")
 MIB = 2**20
 
@@ -239,6 +240,76 @@ def bench_attention(args: argparse.Namespace, device: torch.device) -> dict[str,
 
 def _fmt_ratios(r: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in r.items())
+
+
+# --------------------------------------------------------------------------------------------------- positions
+
+# (B, N, D, H): the grid schemes see N tokens as a sqrt(N) x sqrt(N) grid.
+POSITION_SHAPE = (8, 256, 256, 4)
+POSITION_SHAPE_QUICK = (2, 16, 32, 2)
+POSITION_SCHEMES = ("none", "rotary", "alibi", "t5", "rotary2d", "rotary2d_mixed", "random+rotary")
+
+
+def bench_positions(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Forward+backward time of a 2-layer encoder per position scheme, and a cached decoding step per 1-D scheme,
+    each over the same stack without positions (NoPE), in one process.
+
+    Every scheme runs on SDPA: rotary turns q/k before it (no mask), ALiBi and T5 pass their bias as a float mask
+    [H, N, N], which the fused kernels take as an additive bias; none forces the explicit path.
+    """
+    b, n, d, h = POSITION_SHAPE_QUICK if args.quick else POSITION_SHAPE
+    warmup, repeats = (1, args.repeats or 3) if args.quick else (3, args.repeats or 15)
+    min_sample_s = 0.0 if args.quick else 0.02
+    side = math.isqrt(n)
+    torch.manual_seed(0)
+    x = torch.randn(b, n, d, device=device, requires_grad=True)
+    grad_out = torch.randn(b, n, d, device=device)
+    steps, modules = {}, []
+    for scheme in POSITION_SCHEMES:
+        kind = scheme.removeprefix("random+")
+        enc = Encoder(d, 2, h, relative_position=None if kind == "none" else kind).to(device).train()
+        modules.append(enc)
+        rand = RandomPositions(4 * n) if scheme.startswith("random+") else None
+
+        def fn(t: Tensor, enc: Encoder = enc, rand: RandomPositions | None = rand) -> Tensor:
+            pos = None if rand is None else rand.draw(t.shape[1], device=t.device)
+            return enc(t, positions=pos, grid_size=(side, side))
+
+        steps[scheme] = fwd_bwd_step(fn, modules, x, grad_out)
+    samples, inner = time_interleaved(steps, device=device, warmup=warmup, repeats=repeats, min_sample_s=min_sample_s)
+    medians = {k: summarize(v)["median_s"] for k, v in samples.items()}
+    encoder = {
+        "median_s": medians,
+        "ratio": {f"{k}/none": medians[k] / medians["none"] for k in POSITION_SCHEMES[1:]},
+        "calls_per_sample": inner,
+    }
+    log("positions encoder fwd+bwd: " + _fmt_ratios(encoder["ratio"]))
+
+    # One cached decoding step after n/2 cached tokens: relative biases are computed for the new row only.
+    decode_steps = {}
+    for kind in ("none", "rotary", "alibi", "t5"):
+        dec = Decoder(d, 2, h, cross_attention=False, relative_position=None if kind == "none" else kind)
+        dec = dec.to(device).eval()
+        prefix = torch.randn(b, n // 2, d, device=device)
+        token = torch.randn(b, 1, d, device=device)
+
+        def step(dec: Decoder = dec, prefix: Tensor = prefix, token: Tensor = token) -> None:
+            cache = dec.init_cache(b, n // 2 + 1, device=device)
+            with torch.no_grad():
+                dec(prefix, cache=cache)
+                dec(token, cache=cache)
+
+        decode_steps[kind] = step
+    samples, _ = time_interleaved(decode_steps, device=device, warmup=warmup, repeats=repeats, min_sample_s=0.0)
+    dmed = {k: summarize(v)["median_s"] for k, v in samples.items()}
+    decode = {"median_s": dmed, "ratio": {f"{k}/none": dmed[k] / dmed["none"] for k in ("rotary", "alibi", "t5")}}
+    log("positions cached prefill+step: " + _fmt_ratios(decode["ratio"]))
+    return {
+        "shape": {"B": b, "N": n, "D": d, "H": h, "grid": [side, side]},
+        "what": "2-layer encoder forward + backward, fp32, train mode; decoder prefill + one cached step, no grad",
+        "encoder": encoder,
+        "decode": decode,
+    }
 
 
 # --------------------------------------------------------------------------------------------------------- ViT
@@ -1149,6 +1220,7 @@ def main(argv: list[str] | None = None) -> None:
         seconds = {}
         for section, run in (
             ("attention", lambda: bench_attention(args, device)),
+            ("positions", lambda: bench_positions(args, device)),
             ("vit", lambda: bench_vit(args, device)),
             ("memory", lambda: bench_memory(args, device, threads)),
             ("audio", lambda: bench_audio(args, device)),

@@ -43,6 +43,7 @@ def test_meta_and_out_file(quick_run: tuple[dict, Path]) -> None:
     assert isinstance(meta["threads"], int) and meta["threads"] >= 1
     assert set(meta["section_seconds"]) == {
         "attention",
+        "positions",
         "vit_train_step",
         "attention_memory",
         "audio_pipeline",
@@ -66,6 +67,17 @@ def test_attention_section(quick_run: tuple[dict, Path]) -> None:
         assert all(_positive_finite(v) for v in [*r["median_s"].values(), *r["ratio"].values()]), r
         # The candidates compute the same function; a wrong weight copy would make the timing comparison moot.
         assert all(diff < 1e-4 for diff in r["max_abs_diff_vs_ours"].values()), r["max_abs_diff_vs_ours"]
+
+
+@pytest.mark.slow
+def test_positions_section(quick_run: tuple[dict, Path]) -> None:
+    pos = quick_run[0]["positions"]
+    assert pos["shape"]["grid"] == [4, 4]
+    schemes = {"rotary", "alibi", "t5", "rotary2d", "rotary2d_mixed", "random+rotary"}
+    assert set(pos["encoder"]["ratio"]) == {f"{k}/none" for k in schemes}
+    assert set(pos["decode"]["ratio"]) == {"rotary/none", "alibi/none", "t5/none"}
+    values = [*pos["encoder"]["median_s"].values(), *pos["encoder"]["ratio"].values(), *pos["decode"]["ratio"].values()]
+    assert all(_positive_finite(v) for v in values), pos
 
 
 @pytest.mark.slow

@@ -117,3 +117,18 @@ def test_what_cannot_export_is_named(tmp_path: Path) -> None:
         export_module(ClassificationModule(plain, 2), tmp_path / "s")
     with pytest.raises(ExportError, match=r"format must be one of \['onnx', 'torch_export'\], got 'tflite'"):
         export_module(ClassificationModule(_Branchy(), 2), tmp_path / "t", "tflite")
+
+
+def test_relative_position_schemes_export_and_match(tmp_path: Path) -> None:
+    from mmattn.lit import ClassificationModule, LanguageModelModule
+    from mmattn.models import DecoderOnly
+    from mmattn.tasks.vision import ViT
+
+    torch.manual_seed(0)
+    lm = LanguageModelModule(
+        DecoderOnly(vocab_size=40, dim=32, depth=1, num_heads=4, context_length=16, positions="t5")
+    )
+    assert export_module(lm, tmp_path / "t5")["parts"]["model"]["max_abs_diff"] < 1e-4  # two batches, two lengths
+    vit = ViT(img_size=16, patch_size=4, dim=32, depth=1, num_heads=2, num_classes=3, pos_embed="rotary2d_mixed")
+    record = export_module(ClassificationModule(vit, num_classes=3), tmp_path / "rope2d", "torch_export")
+    assert record["parts"]["model"]["max_abs_diff"] < 1e-4

@@ -31,21 +31,23 @@ def visualize(cfg: DictConfig) -> list[Path]:
 
 
 def _positions(cfg: DictConfig) -> list[Path]:
-    from mmattn.viz.positions import learned_tables, write_position_pictures
+    from mmattn.viz.positions import learned_tables, relative_modules, write_position_pictures
 
-    learned = None
+    learned = relative = None
     if cfg.ckpt_path is not None:
         from mmattn.cli.eval import load_checkpoint_module
 
-        learned = learned_tables(load_checkpoint_module(cfg)[0].net)
-        if not learned:
-            log.warning(f"{cfg.ckpt_path} has no learned position table; drawing the fixed encodings only")
+        net = load_checkpoint_module(cfg)[0].net
+        learned, relative = learned_tables(net), relative_modules(net)
+        if not learned and not relative:
+            log.warning(f"{cfg.ckpt_path} has no learned position table or bias; drawing the fixed encodings only")
     return write_position_pictures(
         cfg.out_dir,
         num_positions=int(cfg.num_positions),
         dim=int(cfg.dim),
         num_heads=int(cfg.num_heads),
         learned=learned,
+        relative=relative,
     )
 
 

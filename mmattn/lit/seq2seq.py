@@ -25,7 +25,16 @@ from mmattn.models.decoding import beam_search, ctc_greedy_decode, greedy_decode
 
 __all__ = ["Seq2SeqModule", "TOKENIZER_KEY", "pad_ids", "tokenizer_from_checkpoint"]
 
-DECODING_KEYS = ("method", "beam_size", "length_penalty", "max_len_a", "max_len_b", "hard_max", "ctc_weight")
+DECODING_KEYS = (
+    "method",
+    "beam_size",
+    "length_penalty",
+    "max_len_a",
+    "max_len_b",
+    "hard_max",
+    "ctc_weight",
+    "oracle_length",
+)
 DECODING_METHODS = ("attention", "ctc")
 METRICS = ("bleu", "chrf", "exact", "wer", "cer")
 # Metrics that take one reference per hypothesis (the others take a list of references each).
@@ -59,12 +68,17 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         scheduler: `mmattn.lit.optim.build_scheduler` options (e.g. name=inverse_sqrt, warmup_steps=4000).
         weight_decay: Decay of the weight matrices (embeddings, biases and norms get none).
         label_smoothing: Label smoothing of the cross-entropy (0.1 in the paper); padding is ignored.
+        predict_eos: Train the decoder to emit EOS. False leaves EOS out of the loss (Newman et al., 2020's -EOS
+            models, which extrapolate to longer outputs better): such a model cannot stop by itself and is decoded
+            with `decoding.oracle_length`.
         ctc_weight: Weight w of the joint loss `(1 - w) * attention + w * CTC` (Kim et al., 2017; 0.3 is usual for
             speech); > 0 needs a net with a CTC head (`EncoderDecoder(ctc=True)`). CTC's blank is the pad id.
         decoding: method ("attention": greedy or beam search in the decoder; "ctc": CTC greedy decoding of the
             encoder, the fast path), beam_size (1 = greedy), length_penalty, max_len_a, max_len_b (budget = a *
             encoder length + b), hard_max, ctc_weight (attention decoding scored jointly with the CTC head's prefix
-            probabilities, Watanabe et al. 2017: 0 = attention alone; > 0 needs a CTC head).
+            probabilities, Watanabe et al. 2017: 0 = attention alone; > 0 needs a CTC head), oracle_length
+            (evaluation only: every output takes its reference's length, EOS banned before it and forced at it;
+            Newman et al., 2020's diagnostic of whether a model fails at what to say or at when to stop).
         val_decode_batches: Validation batches decoded for BLEU/exact match each epoch (a fixed subset, since the
             val loader is not shuffled); None decodes all. Loss is computed on every batch; test decodes everything.
         metrics: Any of "bleu" (SacreBLEU, 13a tokenisation, 0-100), "chrf" (0-100), "exact" (0-1), "wer" (word
@@ -91,6 +105,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         weight_decay: float = 0.0,
         label_smoothing: float = 0.1,
         ctc_weight: float = 0.0,
+        predict_eos: bool = True,
         decoding: Mapping[str, Any] | None = None,
         val_decode_batches: int | None = 4,
         metrics: Sequence[str] = ("bleu", "exact"),
@@ -128,6 +143,11 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             )
         if ctc_weight == 1.0 and decoding.get("method", "attention") == "attention" and joint < 1:
             raise ValueError("module.ctc_weight=1 trains no decoder: decode with module.decoding.method=ctc")
+        if not predict_eos and not decoding.get("oracle_length"):
+            raise ValueError(
+                "module.predict_eos=false trains no end of sequence, so decoding could not stop: evaluate with "
+                "module.decoding.oracle_length=true"
+            )
         if int(decoding.get("beam_size", 1)) < 1:
             raise ValueError(f"module.decoding.beam_size must be >= 1, got {decoding['beam_size']}")
         bad = sorted(set(metrics) - set(METRICS))
@@ -145,6 +165,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         if val_decode_batches is not None and val_decode_batches < 0:
             raise ValueError(f"val_decode_batches must be >= 0 or null, got {val_decode_batches}")
         self.label_smoothing = float(label_smoothing)
+        self.predict_eos = bool(predict_eos)
         self.ctc_weight = float(ctc_weight)
         defaults = {"method": "attention", "beam_size": 4, "length_penalty": 1.0, "max_len_a": 1.5, "max_len_b": 10}
         self.decoding = {**defaults, **decoding}
@@ -221,6 +242,13 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
                 key = f"model.{side}_vocab_size"
                 problems.append(vocab_size_problem(f"the {name} tokenizer", have, key, room, fitting=stage == "fit"))
         problems = [p for p in problems if p is not None]
+        limit = getattr(self.net, "position_limit", None)
+        max_len = getattr(self.run_datamodule(), "max_len", None)
+        if stage == "fit" and limit is not None and isinstance(max_len, int) and max_len > limit[0]:
+            problems.append(
+                f"data.max_len={max_len} lets sequences take {max_len} positions, but {limit[1]}={limit[0]} places "
+                f"at most {limit[0]}; raise {limit[1]} or lower data.max_len"
+            )
         if problems:
             # Both sides in one line: a joint vocabulary needs both overrides, and one run should name them both.
             raise ValueError("; ".join(problems))
@@ -244,6 +272,8 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         return loss, tokens, {"ctc_loss": ctc} | ({} if att is None else {"att_loss": att})
 
     def _attention_loss(self, logits: Tensor, tgt: Tensor) -> Tensor:
+        if not self.predict_eos:
+            tgt = tgt.masked_fill(tgt == self.tokenizer.eos_id, self.tokenizer.pad_id)
         return F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(),
             tgt.reshape(-1),
@@ -272,9 +302,13 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         return loss
 
     @torch.no_grad()
-    def generate(self, src: Tensor) -> Tensor:
-        """Output ids [B, T] for a source batch with the configured decoding (CTC, or beam_size 1 = greedy)."""
+    def generate(self, src: Tensor, *, exact_lengths: Tensor | None = None) -> Tensor:
+        """Output ids [B, T] for a source batch with the configured decoding (CTC, or beam_size 1 = greedy);
+        `exact_lengths` [B] (EOS included) fixes each output's length (oracle-length evaluation)."""
         options = dict(self.decoding)
+        options.pop("oracle_length", None)
+        if exact_lengths is not None:
+            options["exact_lengths"] = exact_lengths
         pad, eos = self.tokenizer.pad_id, self.tokenizer.eos_id
         if options.pop("method", "attention") == "ctc":
             return ctc_greedy_decode(self.net, src, blank_id=pad, eos_id=eos, pad_id=pad)
@@ -296,7 +330,9 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, sync_dist=True, batch_size=tokens)
         if decode:
             metrics = self.val_metrics if stage == "val" else self.test_metrics
-            hyps = self.tokenizer.decode_tgt_batch(self.generate(batch["src"]).tolist())
+            # Oracle length (Newman et al., 2020): every output gets its reference's length, EOS included.
+            oracle = (batch["tgt"] != self.tokenizer.pad_id).sum(dim=1) if self.decoding.get("oracle_length") else None
+            hyps = self.tokenizer.decode_tgt_batch(self.generate(batch["src"], exact_lengths=oracle).tolist())
             refs = list(batch["ref"])
             for name, metric in metrics.items(keep_base=True):
                 if name.split("/")[-1] in self._single_reference:
@@ -409,6 +445,8 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> list[dict[str, Any]]:
         """The decoded text of each readable input of a `mmattn.data.predict` batch."""
+        if self.decoding.get("oracle_length"):
+            raise ValueError("decoding.oracle_length takes each reference's length: it serves evaluation only")
         if batch["inputs"] is None:
             return []
         return [{"output": text} for text in self.tokenizer.decode_tgt_batch(self.generate(batch["inputs"]).tolist())]

@@ -8,7 +8,11 @@ from torch import Tensor, nn
 from mmattn.modality import InputEmbedding, Tokens, require_embedding
 from mmattn.nn import Encoder, LearnedPositionalEmbedding2D, SinCos2DPositionalEmbedding, check_heads
 
-__all__ = ["EncoderClassifier"]
+__all__ = ["GRID_POSITIONS", "EncoderClassifier"]
+
+# Position schemes of patch grids: added tables, 2-D rotations inside attention, or none.
+GRID_POSITIONS = ("learned", "sincos", "rotary2d", "rotary2d_mixed", "none")
+SEQUENCE = ("sinusoidal", "rotary", "alibi", "t5")
 
 
 class EncoderClassifier(nn.Module):
@@ -32,7 +36,9 @@ class EncoderClassifier(nn.Module):
         class_token: Prepend a learned class token.
         dist_token: Also prepend a distillation token (DeiT/AST); "cls" pooling then averages both tokens' outputs.
         pool: "cls" (the class token's output) or "avg" (mean over patch tokens).
-        pos_embed: "learned" (resampled bicubically for another grid), "sincos" (fixed 2-D) or "none".
+        pos_embed: "learned" (added, resampled bicubically for another grid), "sincos" (added, fixed 2-D), "rotary2d"
+            / "rotary2d_mixed" (queries and keys of patch tokens rotated by their grid cell in every layer, axial or
+            with learned mixed frequencies; any grid) or "none".
         layer_scale: Initial LayerScale value, None to disable.
         drop_rate: Dropout before the head and on the residual branches.
         pos_drop_rate: Dropout after adding positions.
@@ -64,7 +70,7 @@ class EncoderClassifier(nn.Module):
         class_token: bool = True,
         dist_token: bool = False,
         pool: Literal["cls", "avg"] = "cls",
-        pos_embed: Literal["learned", "sincos", "none"] = "learned",
+        pos_embed: Literal["learned", "sincos", "rotary2d", "rotary2d_mixed", "none"] = "learned",
         layer_scale: float | None = None,
         drop_rate: float = 0.0,
         pos_drop_rate: float = 0.0,
@@ -94,14 +100,17 @@ class EncoderClassifier(nn.Module):
         self.num_prefix_tokens = int(class_token) + int(dist_token)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if dist_token else None
-        if embed.positioned or pos_embed == "none":
-            self.pos_embed = None
+        if pos_embed not in GRID_POSITIONS:
+            hint = " (1-D schemes such as rotary, alibi and t5 serve token sequences)" if pos_embed in SEQUENCE else ""
+            raise ValueError(f"pos_embed must be one of {GRID_POSITIONS} for a patch grid, got {pos_embed!r}{hint}")
+        rotary = pos_embed in ("rotary2d", "rotary2d_mixed") and not embed.positioned
+        self.pos_embed = None
+        if embed.positioned or pos_embed in ("none", "rotary2d", "rotary2d_mixed"):
+            pass
         elif pos_embed == "learned":
             self.pos_embed = LearnedPositionalEmbedding2D(self.grid_size, dim, num_prefix_tokens=self.num_prefix_tokens)
-        elif pos_embed == "sincos":
-            self.pos_embed = SinCos2DPositionalEmbedding(self.grid_size, dim, num_prefix_tokens=self.num_prefix_tokens)
         else:
-            raise ValueError(f"pos_embed must be 'learned', 'sincos' or 'none', got {pos_embed!r}")
+            self.pos_embed = SinCos2DPositionalEmbedding(self.grid_size, dim, num_prefix_tokens=self.num_prefix_tokens)
         self.pos_drop = nn.Dropout(pos_drop_rate)
         use_fc_norm = pool == "avg" if fc_norm is None else fc_norm
         self.encoder = Encoder(
@@ -119,6 +128,7 @@ class EncoderClassifier(nn.Module):
             norm_first=norm_first,
             norm_eps=norm_eps,
             final_norm=norm_first and (not use_fc_norm if final_norm is None else final_norm),
+            relative_position=pos_embed if rotary else None,
         )
         self.fc_norm = nn.LayerNorm(dim, eps=norm_eps) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
@@ -141,7 +151,7 @@ class EncoderClassifier(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that AdamW should not decay."""
-        names = {"cls_token", "dist_token"}
+        names = {"cls_token", "dist_token", "encoder.relative.*"}
         if isinstance(self.pos_embed, LearnedPositionalEmbedding2D):
             names.add("pos_embed.weight")
         return names
@@ -163,7 +173,13 @@ class EncoderClassifier(nn.Module):
                 mask = torch.cat([mask.new_zeros(b, self.num_prefix_tokens), mask], dim=1)
         if self.pos_embed is not None:
             tokens = self.pos_embed(tokens, embedded.layout.shape)
-        return self.encoder(self.pos_drop(tokens), key_padding_mask=mask), mask, embedded
+        encoded = self.encoder(
+            self.pos_drop(tokens),
+            key_padding_mask=mask,
+            grid_size=tuple(embedded.layout.shape),
+            num_prefix_tokens=self.num_prefix_tokens,
+        )
+        return encoded, mask, embedded
 
     def forward_features(self, x: Any) -> Tensor:
         """All output tokens [B, P + N, D] (P prefix tokens first)."""

@@ -14,9 +14,18 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from mmattn.nn import Decoder, DecoderCache, check_heads
+from mmattn.nn import Decoder, DecoderCache, RandomPositions, check_heads
 
-from .encoder_decoder import _ACTIVATIONS, TokenEmbedding, _example_ids
+from .encoder_decoder import (
+    _ACTIVATIONS,
+    ABSOLUTE,
+    RELATIVE,
+    Positions,
+    TokenEmbedding,
+    _example_ids,
+    cache_positions,
+    check_sequence_positions,
+)
 
 __all__ = ["DecoderOnly"]
 
@@ -36,7 +45,12 @@ class DecoderOnly(nn.Module):
         ffn: "gelu" (a two-layer MLP with `activation`) or "swiglu".
         dropout: Dropout on embeddings and residual branches.
         attn_dropout: Dropout on attention weights.
-        positions: "learned" (GPT-2), "sinusoidal" or "rotary" (queries and keys rotated in every layer).
+        positions: "learned" (GPT-2) or "sinusoidal" (added to the embeddings), "rotary", "alibi" or "t5" (relative,
+            inside attention), or "none" (NoPE: causal attention alone).
+        random_positions: Randomised positions (Ruoss et al., 2023): each sequence gets a sorted random subset of
+            0..random_positions-1 (>= context_length) as positions; null: 0, 1, 2, ...
+        t5_buckets: Buckets of the T5 bias.
+        t5_max_distance: Distance where the T5 bias's last bucket starts.
         tie_embeddings: Share the token embedding with the output projection (GPT-2 does).
         scale_embeddings: Multiply token embeddings by sqrt(dim) (the Transformer paper; GPT-2 does not).
         norm_first: Pre-norm (GPT-2) or post-norm layers.
@@ -62,7 +76,10 @@ class DecoderOnly(nn.Module):
         ffn: Literal["gelu", "swiglu"] = "gelu",
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
-        positions: Literal["learned", "sinusoidal", "rotary"] = "learned",
+        positions: Positions = "learned",
+        random_positions: int | None = None,
+        t5_buckets: int = 32,
+        t5_max_distance: int = 128,
         tie_embeddings: bool = True,
         scale_embeddings: bool = False,
         norm_first: bool = True,
@@ -74,8 +91,15 @@ class DecoderOnly(nn.Module):
         check_heads(dim, num_heads)
         if context_length < 1:
             raise ValueError(f"context_length must be >= 1, got {context_length}")
-        if positions not in ("learned", "sinusoidal", "rotary"):
-            raise ValueError(f"positions must be 'learned', 'sinusoidal' or 'rotary', got {positions!r}")
+        table = context_length if random_positions is None else max(random_positions, context_length)
+        check_sequence_positions(
+            "positions", positions, max_positions=table, random_positions=random_positions, causal=True
+        )
+        if random_positions is not None and random_positions < context_length:
+            raise ValueError(
+                f"random_positions={random_positions} cannot place {context_length} tokens (context_length); "
+                f"raise it to at least {context_length}"
+            )
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         self.vocab_size = vocab_size
@@ -87,8 +111,8 @@ class DecoderOnly(nn.Module):
             vocab_size,
             dim,
             pad_id=pad_id,
-            positions="none" if positions == "rotary" else positions,
-            max_positions=context_length,
+            positions=positions if positions in ABSOLUTE else "none",
+            max_positions=table,
             scale=scale_embeddings,
             dropout=dropout,
         )
@@ -105,8 +129,11 @@ class DecoderOnly(nn.Module):
             qk_norm=qk_norm,
             norm_first=norm_first,
             norm_eps=norm_eps,
-            relative_position="rotary" if positions == "rotary" else None,
+            relative_position=positions if positions in RELATIVE else None,
+            t5_buckets=t5_buckets,
+            t5_max_distance=t5_max_distance,
         )
+        self.random_positions = None if random_positions is None else RandomPositions(random_positions)
         self.output = nn.Linear(dim, vocab_size, bias=False)
         self._init_weights(depth)
         if tie_embeddings:
@@ -138,8 +165,10 @@ class DecoderOnly(nn.Module):
         """Random token ids [batch_size, length] (no padding id among them), for tests and tracing."""
         return _example_ids(batch_size, min(length, self.context_length), self.vocab_size, self.pad_id)
 
-    def forward(self, ids: Tensor, *, cache: DecoderCache | None = None) -> Tensor:
+    def forward(self, ids: Tensor, *, cache: DecoderCache | None = None, positions: Tensor | None = None) -> Tensor:
         """Logits [B, T, V] for ids [B, T] (all positions, or the new ones after those in `cache`).
+
+        `positions` [T] places the tokens explicitly (default: 0, 1, ..., a randomised draw, or the cache's next).
 
         Raises:
             ValueError: More positions than `context_length`.
@@ -150,15 +179,22 @@ class DecoderOnly(nn.Module):
                 f"{offset + ids.shape[1]} positions exceed the model's context_length {self.context_length}; "
                 "cut the input from the left (sampling does this with a warning)"
             )
-        h = self.decoder(self.embed(ids, offset=offset), cache=cache)
+        n = ids.shape[1]
+        pos = positions
+        if pos is None and cache is not None and cache.positions is not None:
+            pos = cache.positions[offset : offset + n]
+        elif pos is None and cache is None and self.random_positions is not None:
+            pos = self.random_positions.draw(n, device=ids.device)
+        h = self.decoder(self.embed(ids, offset=offset, positions=pos), cache=cache, positions=pos)
         return self.output(h)
 
     def init_cache(
         self, batch_size: int, max_len: int, *, dtype: torch.dtype = torch.float32, device: torch.device | None = None
     ) -> DecoderCache:
         """Empty self-attention caches for `batch_size` sequences of up to `max_len` positions."""
-        return self.decoder.init_cache(batch_size, max_len, dtype=dtype, device=device)
+        positions = cache_positions(self.random_positions, max_len, device or torch.device("cpu"))
+        return self.decoder.init_cache(batch_size, max_len, dtype=dtype, device=device, positions=positions)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that AdamW should not decay (the embedding tables)."""
-        return {"embed.embed.weight", "output.weight", "embed.positions.*"}
+        return {"embed.embed.weight", "output.weight", "embed.positions.*", "decoder.relative.*"}

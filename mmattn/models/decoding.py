@@ -31,6 +31,22 @@ def max_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: int, hard_max:
     return limits if hard_max is None else limits.clamp_max(hard_max)
 
 
+def _limits(
+    memory: Tensor,
+    mask: Tensor | None,
+    max_len_a: float,
+    max_len_b: int,
+    hard_max: int | None,
+    exact_lengths: Tensor | None,
+) -> Tensor:
+    """Each sentence's last step: its oracle length, or its budget from the source length."""
+    if exact_lengths is None:
+        return max_lengths(_source_lengths(memory, mask), max_len_a, max_len_b, hard_max)
+    if exact_lengths.shape != (memory.shape[0],) or bool((exact_lengths < 1).any()):
+        raise ValueError(f"exact_lengths must be [B] = [{memory.shape[0]}] lengths >= 1, got {exact_lengths.tolist()}")
+    return exact_lengths.to(memory.device).long()
+
+
 def _source_lengths(memory: Tensor, mask: Tensor | None) -> Tensor:
     # Counted on the encoder output, not the source batch: a speech front end subsamples its frames, and its
     # source is a dict of waveforms and lengths anyway.
@@ -52,6 +68,7 @@ def greedy_decode(
     hard_max: int | None = None,
     use_cache: bool = True,
     banned_ids: Sequence[int] = (),
+    exact_lengths: Tensor | None = None,
 ) -> Tensor:
     """Most likely next token at every step until EOS or the length budget; returns ids [B, T] (EOS kept, then pad).
 
@@ -68,10 +85,12 @@ def greedy_decode(
             the result is the same, only slower: kept for tests and benchmarks).
         banned_ids: Tokens never chosen (Marian's pad, which its configs ban through `bad_words_ids`); EOS at the
             budget is still forced.
+        exact_lengths: Oracle output lengths [B] (EOS included): EOS is banned before them and forced at them, so
+            the model decides what to emit but not when to stop (Newman et al., 2020); replaces the budget.
     """
     memory, mask = model.encode(src)
     b = memory.shape[0]
-    limits = max_lengths(_source_lengths(memory, mask), max_len_a, max_len_b, hard_max)
+    limits = _limits(memory, mask, max_len_a, max_len_b, hard_max, exact_lengths)
     steps = int(limits.max())
     cache = model.init_cache(b, steps, memory) if use_cache else None
     tokens = torch.full((b, 1), bos_id, dtype=torch.long, device=memory.device)
@@ -81,6 +100,8 @@ def greedy_decode(
         logits = model.decode(step_in, memory, mask, cache=cache)[:, -1]
         if banned_ids:
             logits[:, list(banned_ids)] = float("-inf")
+        if exact_lengths is not None:
+            logits[:, eos_id] = logits[:, eos_id].masked_fill(limits > t + 1, float("-inf"))
         nxt = logits.argmax(dim=-1)
         # The budget includes EOS: a sentence at its last allowed step is closed with EOS.
         nxt = torch.where(limits == t + 1, torch.full_like(nxt, eos_id), nxt)
@@ -109,6 +130,7 @@ def beam_search(
     forced_eos_score: Literal["logprob", "zero"] = "logprob",
     ctc_weight: float = 0.0,
     blank_id: int | None = None,
+    exact_lengths: Tensor | None = None,
 ) -> Tensor:
     """Beam search (fairseq's rules): returns the best finished hypothesis per sentence, ids [B, T] (EOS, then pad).
 
@@ -136,6 +158,7 @@ def beam_search(
             hypothesis that skips or repeats words against the encoder's CTC alignment loses; 0 = attention only.
             Needs a model with `ctc_logits` (`EncoderDecoder(ctc=True)`).
         blank_id: CTC's blank label (the pad id in `Seq2SeqModule`); required with `ctc_weight` > 0.
+        exact_lengths: Oracle output lengths [B] (EOS included), as in `greedy_decode`.
 
     Raises:
         ValueError: `beam_size` < 1, an unknown `forced_eos_score`, or a `ctc_weight` outside [0, 1] (or without
@@ -150,7 +173,7 @@ def beam_search(
     k = beam_size
     memory, mask = model.encode(src)
     b, device = memory.shape[0], memory.device
-    limits = max_lengths(_source_lengths(memory, mask), max_len_a, max_len_b, hard_max)
+    limits = _limits(memory, mask, max_len_a, max_len_b, hard_max, exact_lengths)
     steps = int(limits.max())
     # Every sentence's encoder output repeated for its K beams: [B*K, S, D].
     memory = memory.repeat_interleave(k, dim=0)
@@ -182,6 +205,8 @@ def beam_search(
         last = limits == t + 1  # [B]: sentences whose budget ends at this step
         # At the budget only EOS may follow.
         logp = logp.view(b, k, v)
+        if exact_lengths is not None:
+            logp[..., eos_id] = logp[..., eos_id].masked_fill((limits > t + 1)[:, None], float("-inf"))
         forced = torch.full_like(logp, float("-inf"))
         forced[..., eos_id] = logp[..., eos_id] if forced_eos_score == "logprob" else 0.0
         logp = torch.where(last[:, None, None], forced, logp)

@@ -15,14 +15,44 @@ from mmattn.nn import (
     Encoder,
     LearnedPositionalEmbedding,
     LearnedPositionalEmbedding2D,
+    RandomPositions,
     SinCos2DPositionalEmbedding,
     SinusoidalPositionalEncoding,
     check_heads,
 )
 
-__all__ = ["EncoderDecoder", "TokenEmbedding"]
+__all__ = ["SEQUENCE_POSITIONS", "EncoderDecoder", "TokenEmbedding"]
 
-Positions = Literal["sinusoidal", "learned", "rotary"]
+Positions = Literal["sinusoidal", "learned", "rotary", "alibi", "t5", "none"]
+# Position schemes of token sequences: added to the embeddings (absolute) or applied inside attention (relative);
+# "none" is NoPE (Kazemnejad et al., 2023): causal attention alone tells a token how many came before it.
+ABSOLUTE = ("sinusoidal", "learned")
+RELATIVE = ("rotary", "alibi", "t5")
+SEQUENCE_POSITIONS = (*ABSOLUTE, *RELATIVE, "none")
+
+
+def check_sequence_positions(
+    name: str, scheme: str, *, max_positions: int | None, random_positions: int | None, causal: bool
+) -> None:
+    """Raise one line naming `scheme` and the limit when it cannot serve a token sequence this way."""
+    if scheme not in SEQUENCE_POSITIONS:
+        raise ValueError(f"{name} must be one of {SEQUENCE_POSITIONS}, got {scheme!r}")
+    if scheme == "none" and not causal:
+        raise ValueError(
+            f"{name}='none' (NoPE) cannot order the tokens of a bidirectional encoder (it sees a bag of tokens); "
+            "NoPE serves causal decoders only: choose another encoder scheme (e.g. encoder_positions=rotary)"
+        )
+    if random_positions is None:
+        return
+    if random_positions < 1:
+        raise ValueError(f"random_positions must be a positive range of positions or null, got {random_positions}")
+    if scheme == "none":
+        raise ValueError("random_positions draws positions for a scheme to encode; positions='none' (NoPE) has none")
+    if scheme == "learned" and max_positions is not None and random_positions > max_positions:
+        raise ValueError(
+            f"random_positions={random_positions} draws positions up to {random_positions - 1}, beyond the learned "
+            f"table of {max_positions} positions; raise max_positions to {random_positions} or lower random_positions"
+        )
 
 
 class _GELUTanh(nn.GELU):
@@ -82,11 +112,11 @@ class TokenEmbedding(nn.Module):
             raise ValueError(f"positions must be 'sinusoidal', 'learned' or 'none', got {positions!r}")
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, ids: Tensor, *, offset: int = 0) -> Tensor:
-        """Embed ids [B, N] standing at positions offset, offset+1, ..."""
+    def forward(self, ids: Tensor, *, offset: int = 0, positions: Tensor | None = None) -> Tensor:
+        """Embed ids [B, N] standing at positions offset, offset+1, ... (or at the integer `positions` [N])."""
         x = self.embed(ids) * self.scale
         if self.positions is not None:
-            x = self.positions(x, offset=offset)
+            x = self.positions(x, offset=offset, positions=positions)
         return self.dropout(x)
 
 
@@ -109,8 +139,15 @@ class EncoderDecoder(nn.Module):
         dropout: Dropout on embeddings and residual branches (0.1 in the paper).
         attn_dropout: Dropout on attention weights.
         act_dropout: Dropout after the feed-forward activation.
-        positions: "sinusoidal" (the paper), "learned" or "rotary" (rotates queries and keys in every layer).
+        positions: Token positions of both stacks: "sinusoidal" (the paper) or "learned" (added to the embeddings),
+            "rotary", "alibi" or "t5" (relative, inside self-attention; cross-attention is by content), or "none"
+            (NoPE: the decoder's causal attention alone; the encoder then needs `encoder_positions`).
         max_positions: Size of learned position tables.
+        encoder_positions: The encoder's scheme when it differs from `positions` (null: the same).
+        random_positions: Randomised positions (Ruoss et al., 2023): every sequence gets a sorted random subset of
+            0..random_positions-1 as positions, in training and (seeded) in evaluation; null: 0, 1, 2, ...
+        t5_buckets: Buckets of the T5 bias.
+        t5_max_distance: Distance where the T5 bias's last bucket starts.
         share_embeddings: "none"; "decoder" ties the target embedding and the output projection; "all" also shares
             them with the source embedding (needs one joint vocabulary).
         norm_first: Pre-norm (default) or post-norm (the paper) layers.
@@ -146,6 +183,10 @@ class EncoderDecoder(nn.Module):
         act_dropout: float = 0.0,
         positions: Positions = "sinusoidal",
         max_positions: int = 1024,
+        encoder_positions: Positions | None = None,
+        random_positions: int | None = None,
+        t5_buckets: int = 32,
+        t5_max_distance: int = 128,
         share_embeddings: Literal["none", "decoder", "all"] = "decoder",
         norm_first: bool = True,
         norm_eps: float = 1e-5,
@@ -159,8 +200,20 @@ class EncoderDecoder(nn.Module):
     ) -> None:
         super().__init__()
         check_heads(dim, num_heads)
-        if positions not in ("sinusoidal", "learned", "rotary"):
-            raise ValueError(f"positions must be 'sinusoidal', 'learned' or 'rotary', got {positions!r}")
+        encoder_positions = positions if encoder_positions is None else encoder_positions
+        check_sequence_positions(
+            "positions", positions, max_positions=max_positions, random_positions=random_positions, causal=True
+        )
+        if source is None:
+            check_sequence_positions(
+                "encoder_positions",
+                encoder_positions,
+                max_positions=max_positions,
+                random_positions=random_positions,
+                causal=False,
+            )
+        elif encoder_positions not in SEQUENCE_POSITIONS:
+            raise ValueError(f"encoder_positions must be one of {SEQUENCE_POSITIONS}, got {encoder_positions!r}")
         if share_embeddings not in ("none", "decoder", "all"):
             raise ValueError(f"share_embeddings must be 'none', 'decoder' or 'all', got {share_embeddings!r}")
         if activation not in _ACTIVATIONS:
@@ -174,16 +227,16 @@ class EncoderDecoder(nn.Module):
         self.pad_id = pad_id
         self.src_vocab_size = src_vocab_size
         self.tgt_vocab_size = tgt_vocab_size
-        absolute = "none" if positions == "rotary" else positions
+        self.random_positions = None if random_positions is None else RandomPositions(random_positions)
         embed_kw = dict(
             pad_id=pad_id,
-            positions=absolute,
             max_positions=max_positions,
             scale=scale_embeddings,
             dropout=dropout,
             sinusoidal_layout=sinusoidal_layout,
         )
-        self.tgt_embed = TokenEmbedding(tgt_vocab_size, dim, **embed_kw)
+        absolute = positions if positions in ABSOLUTE else "none"
+        self.tgt_embed = TokenEmbedding(tgt_vocab_size, dim, positions=absolute, **embed_kw)
         self.source = None if source is None else require_embedding(source, "EncoderDecoder source")
         self.source_pos: nn.Module | None = None
         if source is not None and source.dim != dim:
@@ -197,7 +250,8 @@ class EncoderDecoder(nn.Module):
                 raise ValueError(f"source_positions must be 'sincos', 'learned' or 'none', got {source_positions!r}")
         self.src_embed: TokenEmbedding | None = None
         if source is None:
-            self.src_embed = TokenEmbedding(src_vocab_size, dim, **embed_kw)
+            src_absolute = encoder_positions if encoder_positions in ABSOLUTE else "none"
+            self.src_embed = TokenEmbedding(src_vocab_size, dim, positions=src_absolute, **embed_kw)
             if share_embeddings == "all":
                 self.src_embed.embed = self.tgt_embed.embed
         stack_kw = dict(
@@ -208,10 +262,19 @@ class EncoderDecoder(nn.Module):
             act_layer=_ACTIVATIONS[activation],
             norm_first=norm_first,
             norm_eps=norm_eps,
-            relative_position="rotary" if positions == "rotary" else None,
+            t5_buckets=t5_buckets,
+            t5_max_distance=t5_max_distance,
         )
-        self.encoder = Encoder(dim, encoder_depth, num_heads, **stack_kw)
-        self.decoder = Decoder(dim, decoder_depth, num_heads, **stack_kw)
+        self.encoder = Encoder(
+            dim,
+            encoder_depth,
+            num_heads,
+            relative_position=encoder_positions if encoder_positions in RELATIVE else None,
+            **stack_kw,
+        )
+        self.decoder = Decoder(
+            dim, decoder_depth, num_heads, relative_position=positions if positions in RELATIVE else None, **stack_kw
+        )
         self.output = nn.Linear(dim, tgt_vocab_size, bias=output_bias)
         if output_bias:
             nn.init.zeros_(self.output.bias)
@@ -247,15 +310,35 @@ class EncoderDecoder(nn.Module):
             if self.source_pos is not None:
                 tokens = self.source_pos(tokens, embedded.layout.shape)
             mask = src_padding_mask if src_padding_mask is not None else embedded.padding_mask
+            pos = self._draw(tokens.shape[1], tokens.device)
         else:
             mask = src == self.pad_id if src_padding_mask is None else src_padding_mask
-            tokens = self.src_embed(src)
+            pos = self._draw(src.shape[1], src.device)
+            tokens = self.src_embed(src, positions=pos)
         # An all-False mask costs a masked attention kernel for nothing.
         mask = mask if mask is not None and bool(mask.any()) else None
-        return self.encoder(tokens, key_padding_mask=mask), mask
+        return self.encoder(tokens, key_padding_mask=mask, positions=pos), mask
+
+    @property
+    def position_limit(self) -> tuple[int, str] | None:
+        """The most positions a sequence can take and the config key that sets it (a learned table's rows or the
+        randomised range), or None when any length works."""
+        limits = []
+        for embed in (self.src_embed, self.tgt_embed):
+            if embed is not None and isinstance(embed.positions, LearnedPositionalEmbedding):
+                limits.append((embed.positions.num_positions, "model.max_positions"))
+        if self.random_positions is not None:
+            limits.append((self.random_positions.max_len, "model.random_positions"))
+        return min(limits) if limits else None
+
+    def _draw(self, n: int, device: torch.device) -> Tensor | None:
+        """Randomised positions for n tokens, or None (0, 1, 2, ...) without them."""
+        return None if self.random_positions is None else self.random_positions.draw(n, device=device)
 
     def encode_padded(self, src: Any) -> tuple[Tensor, Tensor]:
         """`encode` with the padding mask always a tensor (no data-dependent branch, so it exports)."""
+        if self.random_positions is not None:
+            raise ValueError("a model with random_positions draws positions at run time and cannot be exported")
         if self.source is None:
             mask = src == self.pad_id
             tokens = self.src_embed(src)
@@ -272,15 +355,23 @@ class EncoderDecoder(nn.Module):
         memory_padding_mask: Tensor | None = None,
         *,
         cache: DecoderCache | None = None,
+        positions: Tensor | None = None,
     ) -> Tensor:
-        """Next-token logits [B, T, V] for target inputs [B, T] (all of them, or the new ones after `cache`).
+        """Next-token logits [B, T, V] for target inputs [B, T] (all of them, or the new ones after `cache`);
+        `positions` [T] places them explicitly (default: 0, 1, ..., a randomised draw, or the cache's next).
 
         Target padding needs no mask: padding only follows the real tokens, which causal attention keeps from seeing
         it, and the loss ignores the padded positions.
         """
+        n = tgt_in.shape[1]
         offset = 0 if cache is None else cache.length
-        y = self.tgt_embed(tgt_in, offset=offset)
-        h = self.decoder(y, memory, memory_key_padding_mask=memory_padding_mask, cache=cache)
+        pos = positions
+        if pos is None and cache is None:
+            pos = self._draw(n, tgt_in.device)
+        elif pos is None and cache.positions is not None:
+            pos = cache.positions[offset : offset + n]
+        y = self.tgt_embed(tgt_in, offset=offset, positions=pos)
+        h = self.decoder(y, memory, memory_key_padding_mask=memory_padding_mask, cache=cache, positions=pos)
         return self.output(h)
 
     def example_input(self, batch_size: int, length: int = 8) -> tuple[Any, Tensor]:
@@ -308,17 +399,32 @@ class EncoderDecoder(nn.Module):
     def init_cache(self, batch_size: int, max_len: int, memory: Tensor) -> DecoderCache:
         """Empty decoder caches for `batch_size` rows, `max_len` target tokens and this encoder output."""
         return self.decoder.init_cache(
-            batch_size, max_len, memory_len=memory.shape[1], dtype=memory.dtype, device=memory.device
+            batch_size,
+            max_len,
+            memory_len=memory.shape[1],
+            dtype=memory.dtype,
+            device=memory.device,
+            positions=cache_positions(self.random_positions, max_len, memory.device),
         )
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that AdamW should not decay (embedding tables)."""
-        names = {"tgt_embed.embed.weight", "output.weight"}
+        names = {"tgt_embed.embed.weight", "output.weight", "encoder.relative.*", "decoder.relative.*"}
         if isinstance(self.source_pos, LearnedPositionalEmbedding2D):
             names.add("source_pos.weight")
         if self.src_embed is not None:
             names.add("src_embed.embed.weight")
         return names
+
+
+def cache_positions(random: RandomPositions | None, max_len: int, device: torch.device) -> Tensor | None:
+    """Positions of a decoding cache's steps: one randomised draw for all of them (steps beyond the drawn range
+    continue after it), or None for 0, 1, 2, ..."""
+    if random is None:
+        return None
+    drawn = random.draw(min(max_len, random.max_len), device=device)
+    beyond = torch.arange(random.max_len, random.max_len + max_len - drawn.shape[0], device=device)
+    return torch.cat([drawn, beyond])
 
 
 def _example_ids(batch_size: int, length: int, vocab_size: int, pad_id: int | None) -> Tensor:

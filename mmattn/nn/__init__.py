@@ -12,6 +12,7 @@ from .patch_embed import PatchEmbed
 from .position import (
     LearnedPositionalEmbedding,
     LearnedPositionalEmbedding2D,
+    RandomPositions,
     SinCos2DPositionalEmbedding,
     SinusoidalPositionalEncoding,
     resample_pos_embed,
@@ -19,8 +20,9 @@ from .position import (
     sinusoidal_table,
 )
 from .regularization import DropPath, LayerScale
-from .rotary import RotaryEmbedding
-from .transformer import Decoder, DecoderCache, Encoder
+from .relative_bias import T5RelativeBias, relative_position_bucket
+from .rotary import RotaryAngles, RotaryEmbedding, RotaryEmbedding2D
+from .transformer import RELATIVE_POSITIONS, Decoder, DecoderCache, Encoder
 
 __all__ = [
     "ALiBi",
@@ -38,16 +40,22 @@ __all__ = [
     "Mlp",
     "MultiHeadAttention",
     "PatchEmbed",
+    "RELATIVE_POSITIONS",
+    "RandomPositions",
+    "RotaryAngles",
     "RotaryEmbedding",
+    "RotaryEmbedding2D",
     "SinCos2DPositionalEmbedding",
     "SinusoidalPositionalEncoding",
     "SwiGLU",
+    "T5RelativeBias",
     "alibi_slopes",
     "attention_layers",
     "capture_attention",
     "causal_mask",
     "check_heads",
     "merge_masks",
+    "relative_position_bucket",
     "resample_pos_embed",
     "sincos_2d_table",
     "sinusoidal_table",

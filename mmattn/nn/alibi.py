@@ -37,9 +37,12 @@ class ALiBi(nn.Module):
 
     def forward(self, num_queries: int, num_keys: int, *, offset: int = 0) -> Tensor:
         """Bias [H, N, M] for queries at positions offset..offset+N-1 and keys at 0..M-1."""
-        q_pos = torch.arange(num_queries, device=self.slopes.device)[:, None] + offset
-        k_pos = torch.arange(num_keys, device=self.slopes.device)[None, :]
-        distance = (q_pos - k_pos).abs().to(self.slopes.dtype)
+        q_pos = torch.arange(num_queries, device=self.slopes.device) + offset
+        return self.bias(q_pos, torch.arange(num_keys, device=self.slopes.device))
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        """Bias [H, N, M] for queries at positions `q_pos` [N] and keys at `k_pos` [M] (any integers)."""
+        distance = (q_pos[:, None] - k_pos[None, :]).abs().to(self.slopes.dtype)
         return -self.slopes[:, None, None] * distance
 
     def extra_repr(self) -> str:

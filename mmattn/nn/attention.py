@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .config import use_fused_attn
 from .kv_cache import KVCache
 from .masks import merge_masks
-from .rotary import RotaryEmbedding
+from .rotary import RotaryAngles, RotaryEmbedding
 
 __all__ = ["MultiHeadAttention", "check_heads"]
 
@@ -105,7 +105,7 @@ class MultiHeadAttention(nn.Module):
         attn_mask: Tensor | None = None,
         causal: bool = False,
         need_weights: bool = False,
-        rope: RotaryEmbedding | None = None,
+        rope: RotaryEmbedding | RotaryAngles | None = None,
         cache: KVCache | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Attend from `x` [B, N, D] to itself or to `context` [B, M, D].
@@ -117,7 +117,8 @@ class MultiHeadAttention(nn.Module):
             attn_mask: Bool (True = may attend) or float (added to the scores), broadcastable to [B, H, N, M].
             causal: Query i attends to keys at positions <= its own (positions continue after a cache's content).
             need_weights: Also return the attention weights [B, H, N, M] (explicit path; rows sum to 1).
-            rope: Rotary embedding applied to queries and keys (self-attention), positions offset by the cache.
+            rope: Rotary embedding applied to queries and keys (self-attention), positions offset by the cache; or
+                `RotaryAngles` already placed at the new tokens' positions.
             cache: Self-attention: appends this step's keys/values. Cross-attention (`context` given): filled on the
                 first call from `context`, reused afterwards without projecting `context` again.
 

@@ -9,7 +9,7 @@ from .attention import MultiHeadAttention
 from .feedforward import Mlp, SwiGLU
 from .kv_cache import KVCache
 from .regularization import DropPath, LayerScale
-from .rotary import RotaryEmbedding
+from .rotary import RotaryAngles, RotaryEmbedding
 
 __all__ = ["DecoderLayer", "EncoderLayer", "LayerCache"]
 
@@ -97,7 +97,7 @@ class EncoderLayer(nn.Module):
         key_padding_mask: Tensor | None = None,
         attn_mask: Tensor | None = None,
         causal: bool = False,
-        rope: RotaryEmbedding | None = None,
+        rope: RotaryEmbedding | RotaryAngles | None = None,
         cache: KVCache | None = None,
     ) -> Tensor:
         """Transform x [B, N, D]; masks and rope as in `MultiHeadAttention`."""
@@ -180,7 +180,7 @@ class DecoderLayer(nn.Module):
         memory_key_padding_mask: Tensor | None = None,
         attn_mask: Tensor | None = None,
         causal: bool = True,
-        rope: RotaryEmbedding | None = None,
+        rope: RotaryEmbedding | RotaryAngles | None = None,
         cache: LayerCache | None = None,
     ) -> Tensor:
         """Transform target tokens x [B, N, D] attending to `memory` [B, M, D]."""

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 __all__ = [
     "LearnedPositionalEmbedding",
     "LearnedPositionalEmbedding2D",
+    "RandomPositions",
     "SinCos2DPositionalEmbedding",
     "SinusoidalPositionalEncoding",
     "resample_pos_embed",
@@ -66,15 +67,15 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.layout = layout
         self.register_buffer("table", sinusoidal_table(max_len, dim, base=base, layout=layout), persistent=False)
 
-    def forward(self, x: Tensor, *, offset: int = 0) -> Tensor:
-        """Return x plus the encoding of positions offset, offset+1, ..."""
+    def forward(self, x: Tensor, *, offset: int = 0, positions: Tensor | None = None) -> Tensor:
+        """Return x plus the encoding of positions offset, offset+1, ... (or of the integer `positions` [N])."""
         n = x.shape[1]
-        if offset + n > self.table.shape[0]:
-            grown = sinusoidal_table(
-                max(offset + n, 2 * self.table.shape[0]), self.dim, base=self.base, layout=self.layout
-            )
+        top = offset + n if positions is None else int(positions.max()) + 1
+        if top > self.table.shape[0]:
+            grown = sinusoidal_table(max(top, 2 * self.table.shape[0]), self.dim, base=self.base, layout=self.layout)
             self.table = grown.to(self.table.device)
-        return x + self.table[offset : offset + n].to(x.dtype)
+        rows = self.table[offset : offset + n] if positions is None else self.table[positions]
+        return x + rows.to(x.dtype)
 
 
 class LearnedPositionalEmbedding(nn.Module):
@@ -86,15 +87,56 @@ class LearnedPositionalEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_positions, dim))
         nn.init.trunc_normal_(self.weight, std=init_std)
 
-    def forward(self, x: Tensor, *, offset: int = 0) -> Tensor:
-        """Return x plus the learned rows for positions offset, offset+1, ..."""
+    def forward(self, x: Tensor, *, offset: int = 0, positions: Tensor | None = None) -> Tensor:
+        """Return x plus the learned rows for positions offset, offset+1, ... (or for the integer `positions` [N])."""
         n = x.shape[1]
-        if offset + n > self.num_positions:
+        top = offset + n if positions is None else int(positions.max()) + 1
+        if top > self.num_positions:
             raise ValueError(
-                f"sequence of {offset + n} positions exceeds the learned table of {self.num_positions}; "
-                "raise num_positions (max_len) in the model config or crop the input"
+                f"position {top - 1} is beyond the learned table of {self.num_positions} positions; "
+                "raise num_positions (max_positions) in the model config or crop the input"
             )
-        return x + self.weight[offset : offset + n].to(x.dtype)
+        rows = self.weight[offset : offset + n] if positions is None else self.weight[positions]
+        return x + rows.to(x.dtype)
+
+
+class RandomPositions(nn.Module):
+    """Randomised positions (Ruoss et al., 2023): N tokens get a sorted random subset of 0..max_len-1 as positions.
+
+    A model trained on short sequences then sees every position of the range and every gap between positions, so
+    longer test sequences fall inside what it learned. One subset serves the whole batch (as in the paper). In
+    training the draw uses torch's random state (seeded runs repeat it); in evaluation a generator seeded with
+    `eval_seed` and the length, so evaluation is repeatable. A decoder's KV cache draws its positions once for its
+    whole length (`draw`), so incremental decoding equals full decoding at those positions.
+
+    Args:
+        max_len: Size of the range drawn from; the longest sequence the model can take.
+        eval_seed: Seed of the evaluation draws.
+
+    Raises:
+        ValueError: `max_len` < 1.
+    """
+
+    def __init__(self, max_len: int, *, eval_seed: int = 0) -> None:
+        super().__init__()
+        if max_len < 1:
+            raise ValueError(f"random positions need max_len >= 1, got {max_len}")
+        self.max_len = max_len
+        self.eval_seed = eval_seed
+
+    def draw(self, n: int, *, device: torch.device | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Sorted distinct positions [n] from 0..max_len-1 (`generator` overrides the training/evaluation source)."""
+        if n > self.max_len:
+            raise ValueError(
+                f"random positions draw {n} positions from a range of {self.max_len}; raise random_positions to at "
+                f"least {n} (the longest sequence) or crop the input"
+            )
+        if generator is None and not self.training:
+            generator = torch.Generator().manual_seed(self.eval_seed * 1_000_003 + n)
+        return torch.randperm(self.max_len, generator=generator)[:n].sort().values.to(device)
+
+    def extra_repr(self) -> str:
+        return f"max_len={self.max_len}"
 
 
 def sincos_2d_table(grid_size: tuple[int, int], dim: int, *, temperature: float = 10000.0) -> Tensor:

@@ -13,10 +13,23 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from mmattn.nn import ALiBi, LearnedPositionalEmbedding, LearnedPositionalEmbedding2D, RotaryEmbedding, sinusoidal_table
+from mmattn.nn import (
+    ALiBi,
+    LearnedPositionalEmbedding,
+    LearnedPositionalEmbedding2D,
+    RandomPositions,
+    RotaryEmbedding,
+    RotaryEmbedding2D,
+    T5RelativeBias,
+    relative_position_bucket,
+    sinusoidal_table,
+)
 
 __all__ = [
     "alibi_biases",
+    "relative_modules",
+    "rotary2d_scores",
+    "t5_bias_by_offset",
     "learned_similarity",
     "rotary_similarity",
     "sinusoidal_similarity",
@@ -48,6 +61,32 @@ def learned_similarity(table: Tensor) -> Tensor:
 def alibi_biases(num_heads: int, num_positions: int) -> Tensor:
     """ALiBi's score bias [H, P, P] per head, -m_h |i - j|."""
     return ALiBi(num_heads)(num_positions, num_positions).reshape(num_heads, num_positions, num_positions)
+
+
+def t5_bias_by_offset(module: T5RelativeBias, max_offset: int) -> Tensor:
+    """A T5 bias's value per head [H, 2 * max_offset + 1] for key - query offsets -max_offset..max_offset."""
+    offsets = torch.arange(-max_offset, max_offset + 1, device=module.table.weight.device)
+    return module.bias(torch.zeros(1, dtype=torch.long, device=offsets.device), offsets)[:, 0].detach()
+
+
+def rotary2d_scores(module: RotaryEmbedding2D, grid: int, *, layer: int = 0) -> Tensor:
+    """Score [H, grid, grid] of the centre cell's query against every cell's key, one all-ones vector per head
+    rotated by the module: what 2-D rotary alone says about where a patch is."""
+    angles = module.angles((grid, grid), device=next(module.buffers(), torch.zeros(0)).device)[layer]
+    n, d = grid * grid, module.head_dim
+    u = torch.ones(1, module.num_heads, n, d) / math.sqrt(d)
+    q, k = angles(u, u)
+    centre = (grid // 2) * grid + grid // 2
+    return (q[0, :, centre : centre + 1] @ k[0].transpose(-1, -2))[:, 0].reshape(-1, grid, grid).detach()
+
+
+def relative_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """A model's learned relative-position modules by name: T5 biases and mixed 2-D rotary frequencies."""
+    found: dict[str, nn.Module] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, T5RelativeBias) or (isinstance(m, RotaryEmbedding2D) and m.mode == "mixed"):
+            found[name] = m
+    return found
 
 
 def softmax_saturation(
@@ -94,6 +133,7 @@ def write_position_pictures(
     dim: int = 128,
     num_heads: int = 8,
     learned: dict[str, Tensor] | None = None,
+    relative: dict[str, nn.Module] | None = None,
     dpi: int = 110,
 ) -> list[Path]:
     """Write the position-encoding and softmax pictures as PNG files into `out_dir`; return their paths.
@@ -104,6 +144,8 @@ def write_position_pictures(
         dim: Model width of the sinusoidal table, and head width of the rotary picture.
         num_heads: Heads of the ALiBi picture.
         learned: Learned tables by name (see `learned_tables`), drawn beside the fixed encodings.
+        relative: A model's learned relative modules by name (see `relative_modules`): T5 biases are drawn per head
+            over the offset, mixed 2-D rotary frequencies as score maps beside the fresh ones.
         dpi: Resolution.
     """
     from mmattn.viz import require_matplotlib
@@ -162,6 +204,10 @@ def write_position_pictures(
         )
     save(fig, "positions_alibi.png")
 
+    written.append(_t5_picture(plt, out / "positions_t5_bias.png", num_positions, num_heads, relative or {}, dpi))
+    written.append(_rotary2d_picture(plt, out / "positions_rotary2d.png", dim, num_heads, relative or {}, dpi))
+    written.append(_random_picture(plt, out / "positions_random.png", num_positions, dpi))
+
     dims = (4, 16, 64, 256, 1024)
     sat = softmax_saturation(dims)
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
@@ -175,3 +221,69 @@ def write_position_pictures(
     ax.legend(fontsize=8)
     save(fig, "softmax_saturation.png")
     return written
+
+
+def _t5_picture(plt, path: Path, num_positions: int, num_heads: int, relative: dict[str, nn.Module], dpi: int) -> Path:
+    """T5's buckets over the offset (both directions and causal), and each given T5 bias per head."""
+    learned = {name: m for name, m in relative.items() if isinstance(m, T5RelativeBias)}
+    fig, axes = plt.subplots(1, 1 + len(learned), figsize=(5.5 * (1 + len(learned)), 4), layout="constrained")
+    axes = [axes] if not learned else list(axes)
+    offsets = torch.arange(-num_positions, num_positions + 1)
+    for bidirectional, style in ((True, "-"), (False, "--")):
+        buckets = relative_position_bucket(offsets, bidirectional=bidirectional, num_buckets=32, max_distance=128)
+        axes[0].plot(offsets.numpy(), buckets.numpy(), style, label="encoder" if bidirectional else "causal decoder")
+    axes[0].set_title("T5 buckets (32, last from distance 128): exact near, log-spaced far", fontsize=9)
+    axes[0].set_xlabel("key - query offset")
+    axes[0].set_ylabel("bucket")
+    axes[0].legend(fontsize=8)
+    for ax, (name, module) in zip(axes[1:], learned.items(), strict=True):
+        values = t5_bias_by_offset(module, num_positions).cpu()
+        for h in range(min(values.shape[0], 8)):
+            ax.plot(offsets.numpy(), values[h].numpy(), lw=1, label=f"head {h}")
+        ax.set_title(f"learned T5 bias {name}", fontsize=9)
+        ax.set_xlabel("key - query offset")
+        ax.legend(fontsize=7, ncol=2)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _rotary2d_picture(plt, path: Path, dim: int, num_heads: int, relative: dict[str, nn.Module], dpi: int) -> Path:
+    """Centre-query score maps of axial and (fresh or learned) mixed 2-D rotary, a few heads each."""
+    head_dim = max(4, (dim // num_heads) // 4 * 4)
+    fresh = RotaryEmbedding2D(head_dim, num_heads, mode="mixed", generator=torch.Generator().manual_seed(0))
+    panels = [("axial", RotaryEmbedding2D(head_dim, num_heads, mode="axial")), ("mixed, at initialisation", fresh)]
+    panels += [(f"learned mixed {name}", m) for name, m in relative.items() if isinstance(m, RotaryEmbedding2D)]
+    heads = min(max(m.num_heads for _, m in panels), 3)
+    fig, axes = plt.subplots(len(panels), heads, figsize=(3.2 * heads, 3 * len(panels)), squeeze=False)
+    for row, (title, module) in enumerate(panels):
+        scores = rotary2d_scores(module, 15)
+        for h in range(heads):
+            if h < module.num_heads:
+                _heatmap(axes[row, h], scores[h], f"{title}\nhead {h}")
+            else:
+                axes[row, h].axis("off")
+    fig.suptitle("2-D rotary: score of the centre patch's query against every patch's key", fontsize=10)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _random_picture(plt, path: Path, num_positions: int, dpi: int) -> Path:
+    """Eight training draws of randomised positions for a 16-token sequence."""
+    sampler = RandomPositions(max(num_positions, 16))
+    g = torch.Generator().manual_seed(0)
+    draws = [sampler.draw(16, generator=g) for _ in range(8)]
+    fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
+    for row, pos in enumerate(draws):
+        ax.plot(pos.numpy(), [row] * len(pos), "o", ms=4)
+    ax.plot(range(16), [-1.2] * 16, "ks", ms=4, label="0, 1, 2, ... (without randomising)")
+    ax.set_xlim(-1, sampler.max_len)
+    ax.set_xlabel("position")
+    ax.set_ylabel("training step")
+    top = sampler.max_len - 1
+    ax.set_title(f"Randomised positions: 16 tokens get sorted positions drawn from 0..{top}", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path

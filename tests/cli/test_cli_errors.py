@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -117,25 +118,31 @@ def test_bugs_keep_their_traceback() -> None:
 @pytest.mark.slow
 def test_console_scripts_print_one_line_or_the_traceback_with_debug(run_cli, trained_run, tmp_path: Path) -> None:
     folder = _image_folder(tmp_path / "img", truncate="a/3.png")
-    args = ["data=imagefolder", "data.root=img", "data.num_classes=2", *TINY_FOLDER, "data.num_workers=1"]
-    result = run_cli("mmattn-train", *args, "trainer.max_epochs=1", cwd=tmp_path)
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    # The error comes from a DataLoader worker: the line still names the file and the way to skip such files.
-    assert result.stderr.splitlines()[-1] == (
-        f"mmattn-train: error: cannot read image img{os.sep}a{os.sep}3.png (image file is truncated); replace or "
-        "delete it, or set data.skip_bad_files=true to skip unreadable files (counted in a warning after each epoch)"
-    )
-    debug = run_cli("mmattn-train", *args, "trainer.max_epochs=1", "--debug", cwd=tmp_path)
-    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
-    assert "ImageDecodeError" in debug.stderr and (folder / "a" / "3.png").exists()
-
+    args = ["data=imagefolder", "data.num_classes=2", *TINY_FOLDER, "data.num_workers=1", "trainer.max_epochs=1"]
     # A checkpoint whose stored data config would overwrite a file: one line naming the key, the file untouched.
     victim = tmp_path / "precious.txt"
     victim.write_text("keep\n")
     checkpoint = torch.load(trained_run("vision") / "checkpoints" / "last.ckpt", weights_only=True)
     checkpoint["hyper_parameters"]["data"] = {"_target_": "builtins.open", "file": str(victim), "mode": "w"}
     torch.save(checkpoint, tmp_path / "crafted.ckpt")
-    result = run_cli("mmattn-eval", "ckpt_path=crafted.ckpt", cwd=tmp_path)
+    (tmp_path / "debug").mkdir()
+    # Three independent processes at once (each mostly start-up), each in its own directory for its own run folder.
+    with ThreadPoolExecutor(3) as pool:
+        plain = pool.submit(run_cli, "mmattn-train", *args, "data.root=img", cwd=tmp_path)
+        debug = pool.submit(run_cli, "mmattn-train", *args, f"data.root={folder}", "--debug", cwd=tmp_path / "debug")
+        crafted = pool.submit(run_cli, "mmattn-eval", f"ckpt_path={tmp_path / 'crafted.ckpt'}", cwd=tmp_path / "debug")
+    result = plain.result()
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    # The error comes from a DataLoader worker: the line still names the file and the way to skip such files.
+    assert result.stderr.splitlines()[-1] == (
+        f"mmattn-train: error: cannot read image img{os.sep}a{os.sep}3.png (image file is truncated); replace or "
+        "delete it, or set data.skip_bad_files=true to skip unreadable files (counted in a warning after each epoch)"
+    )
+    debug = debug.result()
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+    assert "ImageDecodeError" in debug.stderr and (folder / "a" / "3.png").exists()
+
+    result = crafted.result()
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.splitlines()[-1].startswith("mmattn-eval: error: ")
     assert "crafted.ckpt: data names 'builtins.open', from package 'builtins', which is not trusted" in result.stderr

@@ -44,6 +44,6 @@ def test_every_check_names_a_test_that_exists() -> None:
 def test_pictures_exist_and_the_readme_links_the_guide() -> None:
     text = GUIDE.read_text()
     pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(pictures) == 4 and all((GUIDE.parent / p).is_file() for p in pictures)
+    assert len(pictures) == 7 and all((GUIDE.parent / p).is_file() for p in pictures)
     readme = (ROOT / "README.md").read_text()
     assert "(docs/concepts.md)" in readme and "(docs/new_modality.md)" in readme

@@ -249,3 +249,17 @@ def is_picture(path) -> bool:
         kind = img.format
     pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
     return kind == "PNG" and float(pixels.std()) > 5
+
+
+class IdTokenizer:
+    """The tokenizer Seq2SeqModule needs, for nets tested on raw ids: pad 0, bos 1, eos 2; a row decodes to its ids
+    before EOS, space-separated."""
+
+    pad_id, bos_id, eos_id = 0, 1, 2
+
+    def __init__(self, tgt_vocab_size: int) -> None:
+        self.tgt_vocab_size = tgt_vocab_size
+
+    def decode_tgt_batch(self, rows: list[list[int]]) -> list[str]:
+        """Ids before the first EOS (padding dropped), as text."""
+        return [" ".join(str(i) for i in row[: row.index(self.eos_id)] if i != self.pad_id) for row in rows]

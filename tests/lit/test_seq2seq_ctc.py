@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from mmattn_testing import IdTokenizer
 
 from mmattn.lit import Seq2SeqModule
 from mmattn.models import EncoderDecoder
@@ -14,20 +15,12 @@ PAD, BOS, EOS = 0, 1, 2
 V = 5
 
 
-class _Tok:
-    pad_id, bos_id, eos_id = PAD, BOS, EOS
-    tgt_vocab_size = V
-
-    def decode_tgt_batch(self, rows):
-        return [" ".join(str(i) for i in row[: row.index(EOS)] if i != PAD) for row in rows]
-
-
 def _module(ctc_weight: float, **kw) -> Seq2SeqModule:
     torch.manual_seed(0)
     net = EncoderDecoder(
         src_vocab_size=7, tgt_vocab_size=V, dim=16, encoder_depth=1, decoder_depth=1, num_heads=2, ctc=True
     )
-    return Seq2SeqModule(net, ctc_weight=ctc_weight, label_smoothing=0.0, tokenizer=_Tok(), **kw).eval()
+    return Seq2SeqModule(net, ctc_weight=ctc_weight, label_smoothing=0.0, tokenizer=IdTokenizer(V), **kw).eval()
 
 
 def _ctc_by_enumeration(log_probs: torch.Tensor, labels: list[int]) -> float:

@@ -100,3 +100,24 @@ def test_seq2seq_checks_only_the_target_of_a_net_with_a_source_adapter() -> None
     _set_up(Seq2SeqModule(_AudioToText(64)), _tokenizer(tgt_vocab_size=55))
     with pytest.raises(ValueError, match=r"^the target tokenizer has 55 ids but model.tgt_vocab_size is 1000, more "):
         _set_up(Seq2SeqModule(_AudioToText(1000)), _tokenizer(tgt_vocab_size=55))
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"positions": "learned", "max_positions": 32}, "model.max_positions=32"),
+        ({"random_positions": 40}, "model.random_positions=40"),
+    ],
+)
+def test_seq2seq_stops_when_the_data_is_longer_than_its_positions_reach(options: dict, key: str) -> None:
+    net = EncoderDecoder(
+        src_vocab_size=128, tgt_vocab_size=128, dim=16, encoder_depth=1, decoder_depth=1, num_heads=2, **options
+    )
+    data = SimpleNamespace(tokenizer=_tokenizer(src_vocab_size=126, tgt_vocab_size=126), max_len=64)
+    module = Seq2SeqModule(net)
+    module._trainer = SimpleNamespace(datamodule=data)
+    with pytest.raises(ValueError, match=rf"^data.max_len=64 lets sequences take 64 positions, but {key} places"):
+        module.setup("fit")
+    module = Seq2SeqModule(net)
+    module._trainer = SimpleNamespace(datamodule=data)
+    module.setup("validate")  # evaluation sequences are not cut to max_len: longer ones may still fit

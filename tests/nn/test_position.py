@@ -50,7 +50,7 @@ def test_halves_layout_puts_the_sines_first_and_grows_in_that_layout():
 def test_learned_1d_table_bounds():
     pe = LearnedPositionalEmbedding(4, 8)
     assert pe(torch.zeros(2, 4, 8)).shape == (2, 4, 8)
-    with pytest.raises(ValueError, match="exceeds the learned table of 4"):
+    with pytest.raises(ValueError, match="beyond the learned table of 4"):
         pe(torch.zeros(2, 3, 8), offset=2)
 
 

@@ -9,12 +9,17 @@ import pytest
 import torch
 from mmattn_testing import is_picture
 
-from mmattn.nn import LearnedPositionalEmbedding
+from mmattn.models import DecoderOnly
+from mmattn.nn import LearnedPositionalEmbedding, RotaryEmbedding2D, T5RelativeBias
+from mmattn.tasks.vision import ViT
 from mmattn.viz.positions import (
     alibi_biases,
+    relative_modules,
+    rotary2d_scores,
     rotary_similarity,
     sinusoidal_similarity,
     softmax_saturation,
+    t5_bias_by_offset,
     write_position_pictures,
 )
 
@@ -41,15 +46,34 @@ def test_alibi_and_softmax_saturation() -> None:
 def test_pictures_are_pngs_with_content(tmp_path: Path) -> None:
     torch.manual_seed(0)
     learned = {"embed.positions": LearnedPositionalEmbedding(32, 16, init_std=1.0).weight}
-    paths = write_position_pictures(tmp_path, num_positions=32, dim=16, num_heads=4, learned=learned, dpi=50)
+    dec = DecoderOnly(vocab_size=20, dim=16, depth=1, num_heads=4, positions="t5")
+    vit = ViT(img_size=16, patch_size=4, dim=16, depth=2, num_heads=2, pos_embed="rotary2d_mixed")
+    relative = {**relative_modules(dec), **relative_modules(vit)}
+    assert set(relative) == {"decoder.relative.t5", "encoder.relative.rope2d"}
+    paths = write_position_pictures(
+        tmp_path, num_positions=32, dim=16, num_heads=4, learned=learned, relative=relative, dpi=50
+    )
     names = {p.name for p in paths}
     assert names == {
         "positions_sinusoidal_table.png",
         "positions_similarity.png",
         "positions_alibi.png",
+        "positions_t5_bias.png",
+        "positions_rotary2d.png",
+        "positions_random.png",
         "softmax_saturation.png",
     }
     assert all(is_picture(p) for p in paths)
+
+
+def test_relative_pictures_show_the_schemes_numbers() -> None:
+    t5 = T5RelativeBias(2, bidirectional=False)
+    values = t5_bias_by_offset(t5, 5)  # a causal bias: every key after the query shares bucket 0
+    torch.testing.assert_close(values[:, 5:], t5.table.weight[0][:, None].expand(2, 6))
+    scores = rotary2d_scores(RotaryEmbedding2D(8, 2, mode="axial"), 7)
+    assert scores.shape == (2, 7, 7)
+    assert int(scores[0].argmax()) == 3 * 7 + 3  # the centre scores highest against itself
+    torch.testing.assert_close(scores[0], scores[0].flip(0).flip(1))  # the offset's sign does not matter for ones
 
 
 @pytest.mark.slow
@@ -81,7 +105,7 @@ def test_mmattn_viz_draws_a_checkpoints_learned_table(run_cli, compose_cfg, env_
     )
     assert result.returncode == 0, result.stderr[-3000:]
     paths = [Path(line) for line in result.stdout.splitlines()]
-    assert len(paths) == 4 and all(is_picture(tmp_path / p if not p.is_absolute() else p) for p in paths)
+    assert len(paths) == 7 and all(is_picture(tmp_path / p if not p.is_absolute() else p) for p in paths)
     with pytest.raises(ValueError, match=r"choose one of \['positions', 'attention'\]"):
         visualize(compose_cfg("viz", ["what=nope"]))
 

@@ -105,7 +105,7 @@ class AST(EncoderClassifier):
         qk_norm: LayerNorm on queries and keys.
         dist_token: Prepend a distillation token next to the class token (AST keeps DeiT's).
         pool: "cls" (mean of the prefix tokens' outputs) or "avg" (mean over patch tokens).
-        pos_embed: "learned", "sincos" or "none".
+        pos_embed: "learned", "sincos", "rotary2d", "rotary2d_mixed" or "none" (see `EncoderClassifier`).
         layer_scale: Initial LayerScale value, None to disable.
         drop_rate: Dropout on residual branches and before the head.
         pos_drop_rate: Dropout after adding positions.
@@ -134,7 +134,7 @@ class AST(EncoderClassifier):
         qk_norm: bool = False,
         dist_token: bool = True,
         pool: Literal["cls", "avg"] = "cls",
-        pos_embed: Literal["learned", "sincos", "none"] = "learned",
+        pos_embed: Literal["learned", "sincos", "rotary2d", "rotary2d_mixed", "none"] = "learned",
         layer_scale: float | None = None,
         drop_rate: float = 0.0,
         pos_drop_rate: float = 0.0,

@@ -36,11 +36,14 @@ __all__ = ["SCAN_SPLITS", "generate_scan", "interpret", "make_scan", "scan_pairs
 
 # Bump when the generator or the file layout changes, so an existing tree of an older generator is detected.
 GENERATOR_VERSION = "1"
-SCAN_SPLITS = ("simple", "length")
+SCAN_SPLITS = ("simple", "length", "add_jump")
 FILE_SPLITS = ("train", "valid", "test")
 SOURCE_SUFFIX, TARGET_SUFFIX = "cmd", "act"
 SIMPLE_TEST_FRACTION = 0.2
 LENGTH_MAX_TRAIN_ACTIONS = 22
+# The add-primitive split's training set repeats the command "jump" until it is a tenth of the set, as the paper's
+# published files do (13,203 commands without "jump" + 1,467 copies of "jump").
+ADD_JUMP_SHARE = 0.1
 
 PRIMITIVES = {"walk": "I_WALK", "look": "I_LOOK", "run": "I_RUN", "jump": "I_JUMP"}
 TURN = "turn"
@@ -165,7 +168,8 @@ def scan_splits(
     """Return the `train`, `valid` and `test` pairs of a SCAN split, each in grammar order.
 
     Args:
-        split: "simple" (random 80/20 train/test by `seed`) or "length" (train on at most 22 actions).
+        split: "simple" (random 80/20 train/test by `seed`), "length" (train on at most 22 actions) or "add_jump"
+            (train on every command without "jump" plus "jump" alone; test on every other command with "jump").
         seed: Seed of the random choices: the simple split's test set and every split's validation set.
         val_fraction: Share of the paper's training set moved to `valid`; 0 leaves `valid` empty.
 
@@ -182,11 +186,19 @@ def scan_splits(
     test_rng, val_rng = (np.random.default_rng([seed, k]) for k in range(2))
     if split == "simple":
         train, test = _carve(everything, SIMPLE_TEST_FRACTION, test_rng)
-    else:
+    elif split == "length":
         num_actions = np.array([len(actions.split(" ")) for _, actions in pairs])
         train = everything[num_actions <= LENGTH_MAX_TRAIN_ACTIONS].tolist()
         test = everything[num_actions > LENGTH_MAX_TRAIN_ACTIONS].tolist()
+    else:
+        has_jump = np.array(["jump" in command.split(" ") for command, _ in pairs])
+        alone = [i for i, (command, _) in enumerate(pairs) if command == "jump"]
+        train = everything[~has_jump].tolist()
+        test = [i for i in everything[has_jump].tolist() if i not in alone]
     train, valid = _carve(np.array(train), val_fraction, val_rng)
+    if split == "add_jump":
+        # After the validation draw, which keeps one copy of each command.
+        train = sorted(train + alone * round((len(train) + len(valid)) * ADD_JUMP_SHARE / (1 - ADD_JUMP_SHARE)))
     return {name: [pairs[i] for i in idx] for name, idx in zip(FILE_SPLITS, (train, valid, test))}
 
 
@@ -196,6 +208,11 @@ def _readme(split: str, settings: dict[str, object], parts: dict[str, list[tuple
         how = (
             f"`simple`: a random {SIMPLE_TEST_FRACTION:.0%} of all commands is the test set (drawn by `seed`), the "
             "rest is the paper's training set."
+        )
+    elif split == "add_jump":
+        how = (
+            '`add_jump`: the training set holds every command without "jump" and the command "jump" alone, '
+            f'repeated to {ADD_JUMP_SHARE:.0%} of the set; the test set every other command with "jump".'
         )
     else:
         how = (

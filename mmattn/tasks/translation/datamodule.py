@@ -268,7 +268,8 @@ class SCANDataModule(GeneratedData, TranslationDataModule):
 
     Args:
         root: Data directory.
-        split: "simple" (random 80/20) or "length" (train on outputs of at most 22 actions).
+        split: "simple" (random 80/20), "length" (train on outputs of at most 22 actions) or "add_jump" (train
+            without "jump" but for the command alone; test on every other command with it).
         generate: Generate the files when missing; if False, a missing folder is an error.
         data_seed: Seed of the split.
         **kwargs: Options of `TranslationDataModule` (vocab_size, max_tokens, tokenizer_dir, ...).

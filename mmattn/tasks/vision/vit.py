@@ -27,7 +27,7 @@ class ViT(EncoderClassifier):
         qk_norm: LayerNorm on queries and keys.
         class_token: Prepend a class token.
         pool: "cls" or "avg".
-        pos_embed: "learned", "sincos" or "none".
+        pos_embed: "learned", "sincos", "rotary2d", "rotary2d_mixed" or "none" (see `EncoderClassifier`).
         layer_scale: Initial LayerScale value, None to disable.
         drop_rate: Dropout on residual branches and before the head.
         pos_drop_rate: Dropout after adding positions.
@@ -56,7 +56,7 @@ class ViT(EncoderClassifier):
         qk_norm: bool = False,
         class_token: bool = True,
         pool: Literal["cls", "avg"] = "cls",
-        pos_embed: Literal["learned", "sincos", "none"] = "learned",
+        pos_embed: Literal["learned", "sincos", "rotary2d", "rotary2d_mixed", "none"] = "learned",
         layer_scale: float | None = None,
         drop_rate: float = 0.0,
         pos_drop_rate: float = 0.0,

@@ -118,6 +118,17 @@ def test_length_split_cuts_at_22_actions() -> None:
     assert parts["test"] == scan_splits("length", seed=4)["test"]
 
 
+def test_add_jump_split_matches_the_published_files() -> None:
+    # Lake & Baroni's add_prim_split: 14,670 training lines (1,467 of them "jump" alone) and 7,706 test lines.
+    parts = scan_splits("add_jump", val_fraction=0.0)
+    assert {k: len(v) for k, v in parts.items()} == {"train": 14670, "valid": 0, "test": 7706}
+    assert sum(c == "jump" for c, _ in parts["train"]) == 1467
+    assert all("jump" not in c.split() for c, _ in parts["train"] if c != "jump")
+    assert all("jump" in c.split() and c != "jump" for c, _ in parts["test"])
+    held = scan_splits("add_jump")  # the validation draw keeps the copies of "jump" in train
+    assert sum(c == "jump" for c, _ in held["train"]) == 1467 and len(held["valid"]) == 660
+
+
 def test_splits_are_deterministic_and_seeded() -> None:
     a, b, c = scan_splits("simple", seed=0), scan_splits("simple", seed=0), scan_splits("simple", seed=1)
     assert a == b
@@ -128,7 +139,7 @@ def test_splits_are_deterministic_and_seeded() -> None:
 
 
 def test_split_arguments_are_checked() -> None:
-    with pytest.raises(ValueError, match=r"unknown SCAN split 'jump'.*\['simple', 'length'\]"):
+    with pytest.raises(ValueError, match=r"unknown SCAN split 'jump'.*\['simple', 'length', 'add_jump'\]"):
         scan_splits("jump")
     with pytest.raises(ValueError, match=r"val_fraction must lie in \[0, 1\), got 1.0"):
         scan_splits("simple", val_fraction=1.0)
