@@ -184,7 +184,10 @@ def safe_instantiate(config: Any, *, where: str, trust: Iterable[str] = (), **kw
     from omegaconf import OmegaConf
 
     check_config(config, where=where, trust=trust)
-    tree = OmegaConf.create(OmegaConf.to_container(config) if OmegaConf.is_config(config) else dict(config))
+    # Resolved while still attached to its root: a data option chosen on the command line refers to ${paths.*}.
+    tree = OmegaConf.create(
+        OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
+    )
     for _, node in _walk(tree, where):
         node["_target_"] = canonical_target(str(node["_target_"]))
     return instantiate(tree, **kwargs)

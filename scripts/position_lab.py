@@ -4,6 +4,9 @@
     python scripts/position_lab.py scan --split length            # SCAN length split, every scheme (~1 h on 2 cores)
     python scripts/position_lab.py scan --split add_jump --schemes rotary,t5
     python scripts/position_lab.py scan --quick                   # tiny runs: checks the plumbing in seconds
+    python scripts/position_lab.py resolution --family vit        # shapes at 32 px, tested at 24/32/48/64 px
+    python scripts/position_lab.py resolution --family ast        # DTMF at 1 s, tested at 0.5/1/2 s
+    python scripts/position_lab.py merge a/scan_length.json b/scan_length.json --out all   # runs made apart
 
 `scan` trains `experiment=scan_length` (the translation demo's Transformer) with `data.split=<split>` for each
 scheme, as a user runs it (`mmattn-train` in a subprocess, one run directory each), in up to three variants:
@@ -15,6 +18,12 @@ scheme, as a user runs it (`mmattn-train` in a subprocess, one run directory eac
 
 It writes `<out>/scan_<split>.json` (every run's metrics, wall time and overrides), `scan_<split>.md` (the table) and
 `scan_<split>.png` (test exact match per scheme and variant). Progress goes to stderr; the markdown table to stdout.
+
+`resolution` trains the family's demo (`vision_demo`: shapes at 32 px; `audio_demo`: DTMF clips of 1 s) once per
+grid scheme (`model.pos_embed`) and tests each checkpoint on test sets made at other sizes (`mmattn-eval data=...`
+with the size overrides, each set generated in its own data folder), writing `resolution_<family>.{json,md,png}`.
+
+`merge` joins result files of the same benchmark (schemes run as separate jobs) into one set of outputs.
 """
 
 from __future__ import annotations
@@ -69,6 +78,28 @@ def _run(cmd: list[str], env: dict[str, str], log_file: Path) -> float:
     return time.perf_counter() - start
 
 
+def _env(threads: int | None) -> dict[str, str]:
+    """The environment of every run: OMP_NUM_THREADS when asked."""
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def _cli(name: str) -> str:
+    """A console script of this environment."""
+    return str(Path(sys.executable).parent / name)
+
+
+def _choose(value: str, allowed: Any, flag: str) -> list[str]:
+    """The comma-separated choices of `flag`, checked."""
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = sorted(set(chosen) - set(allowed))
+    if unknown or not chosen:
+        raise SystemExit(f"{flag}: unknown {unknown}; choose from {','.join(allowed)}")
+    return chosen
+
+
 def _best_checkpoint(run_dir: Path) -> Path:
     """The selected checkpoint (the one that is not last.ckpt), else last.ckpt."""
     ckpts = sorted(p for p in (run_dir / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt")
@@ -77,18 +108,11 @@ def _best_checkpoint(run_dir: Path) -> Path:
 
 def run_scan(args: argparse.Namespace) -> dict[str, Any]:
     """Train and evaluate every scheme and variant; return the results (also written as JSON)."""
-    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
-    unknown = sorted(set(schemes) - set(SCAN_SCHEMES))
-    if unknown:
-        raise SystemExit(f"--schemes: unknown {unknown}; choose from {','.join(SCAN_SCHEMES)}")
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not variants or set(variants) - set(VARIANTS):
-        raise SystemExit(f"--variants {args.variants!r}: choose from {','.join(VARIANTS)}")
+    schemes = _choose(args.schemes, SCAN_SCHEMES, "--schemes")
+    variants = _choose(args.variants, VARIANTS, "--variants")
     out = args.out.expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
+    env = _env(args.threads)
     base = [
         "experiment=scan_length",
         f"data.split={args.split}",
@@ -98,13 +122,13 @@ def run_scan(args: argparse.Namespace) -> dict[str, Any]:
         *(QUICK if args.quick else []),
         *args.override,
     ]
-    bin_dir = Path(sys.executable).parent
     results: dict[str, Any] = {
         "split": args.split,
         "epochs": args.epochs,
         "seed": args.seed,
         "quick": args.quick,
         "threads": args.threads or os.cpu_count(),
+        "variants": variants,
         "runs": {},
     }
     for scheme in schemes:
@@ -118,7 +142,7 @@ def run_scan(args: argparse.Namespace) -> dict[str, Any]:
                     ["module.predict_eos=false", "module.decoding.oracle_length=true"] if variant == "no_eos" else []
                 )
                 cmd = [
-                    str(bin_dir / "mmattn-train"),
+                    _cli("mmattn-train"),
                     *base,
                     *SCAN_SCHEMES[scheme],
                     *extra,
@@ -134,7 +158,7 @@ def run_scan(args: argparse.Namespace) -> dict[str, Any]:
             if variant == "eos_oracle":
                 eval_dir = run_dir / "oracle_eval"
                 cmd = [
-                    str(bin_dir / "mmattn-eval"),
+                    _cli("mmattn-eval"),
                     f"ckpt_path={_best_checkpoint(run_dir)}",
                     "decoding.oracle_length=true",
                     f"paths.data_dir={args.data_dir.expanduser().absolute()}",
@@ -150,12 +174,13 @@ def run_scan(args: argparse.Namespace) -> dict[str, Any]:
             log(f"[{scheme}] {variant}: test exact {entry[variant]['test_exact']}")
         entry["minutes"] = round(sum(v["seconds"] for k, v in entry.items() if k.startswith("train_")) / 60, 2)
         results["runs"][scheme] = entry
-        write_outputs(results, out, variants)  # after every scheme: an interrupted benchmark keeps what it measured
+        write_outputs(results, out)  # after every scheme: an interrupted benchmark keeps what it measured
     return results
 
 
-def markdown(results: dict[str, Any], variants: list[str]) -> str:
-    """The results as a markdown table, one row per scheme."""
+def markdown(results: dict[str, Any]) -> str:
+    """The SCAN results as a markdown table, one row per scheme."""
+    variants = results["variants"]
     names = {
         "eos": "test exact (own EOS)",
         "eos_oracle": "test exact (oracle length)",
@@ -171,13 +196,10 @@ def markdown(results: dict[str, Any], variants: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def picture(results: dict[str, Any], variants: list[str], path: Path) -> None:
+def picture(results: dict[str, Any], path: Path) -> None:
     """Grouped bars: test exact match per scheme (groups) and variant (bars), the 0.5 target as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
+    variants = results["variants"]
     schemes = list(results["runs"])
     width = 0.8 / len(variants)
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(schemes) + 2), 4), layout="constrained")
@@ -196,14 +218,157 @@ def picture(results: dict[str, Any], variants: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(results: dict[str, Any], out: Path, variants: list[str]) -> None:
-    """JSON, markdown and PNG of the results so far (each written whole, then renamed)."""
-    stem = out / f"scan_{results['split']}"
-    for suffix, text in ((".json", json.dumps(results, indent=2) + "\n"), (".md", markdown(results, variants))):
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> Path:
+    """JSON, markdown and PNG of the results so far (each written whole, then renamed); returns the markdown file."""
+    if "family" in results:
+        stem, table, draw = out / f"resolution_{results['family']}", resolution_markdown, resolution_picture
+    else:
+        stem, table, draw = out / f"scan_{results['split']}", markdown, picture
+    out.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(results, indent=2) + "\n"), (".md", table(results))):
         tmp = stem.with_suffix(suffix + ".tmp")
         tmp.write_text(text)
         tmp.replace(stem.with_suffix(suffix))
-    picture(results, variants, stem.with_suffix(".png"))
+    draw(results, stem.with_suffix(".png"))
+    return stem.with_suffix(".md")
+
+
+# ------------------------------------------------------------------------------------------------- resolution
+
+# Per family: the preset trained, the data option tested, the training size, the test sizes, and the overrides that
+# make data of a size (each size is generated in its own data folder: a generated set is written once per settings).
+RESOLUTION: dict[str, dict[str, Any]] = {
+    "vit": {"experiment": "vision_demo", "data": "shapes", "unit": "px", "base": 32, "sizes": [24, 32, 48, 64]},
+    "ast": {"experiment": "audio_demo", "data": "dtmf", "unit": "s", "base": 1.0, "sizes": [0.5, 1.0, 2.0]},
+}
+GRID_SCHEMES = ("learned", "sincos", "rotary2d", "rotary2d_mixed", "none")
+QUICK_CLASSIFIER = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
+
+
+def _size_overrides(family: str, size: float) -> list[str]:
+    """Data overrides for test inputs of `size` (pixels, or seconds at the features' 100 frames a second)."""
+    if family == "vit":
+        return [f"data.img_size={int(size)}"]
+    return [f"data.clip_seconds={size}", f"data.target_length={round(100 * size)}"]
+
+
+def run_resolution(args: argparse.Namespace) -> dict[str, Any]:
+    """Train each grid scheme at the family's base size, test it at every size; return the results."""
+    spec = RESOLUTION[args.family]
+    schemes = _choose(args.schemes, GRID_SCHEMES, "--schemes")
+    cast = float if spec["unit"] == "s" else int
+    sizes = [cast(v) for v in args.sizes.split(",")] if args.sizes else spec["sizes"]
+    out = args.out.expanduser().absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    data_root = args.data_dir.expanduser().absolute()
+    env = _env(args.threads)
+    stem = f"resolution_{args.family}"
+    # Overrides of the data describe the dataset, so the test sets of every size are made with them too.
+    data_overrides = [o for o in args.override if o.lstrip("+").startswith("data.")]
+    results: dict[str, Any] = {
+        "family": args.family,
+        "experiment": spec["experiment"],
+        "base": spec["base"],
+        "unit": spec["unit"],
+        "sizes": sizes,
+        "seed": args.seed,
+        "quick": args.quick,
+        "runs": {},
+    }
+    for scheme in schemes:
+        run_dir = out / stem / scheme
+        cmd = [
+            _cli("mmattn-train"),
+            f"experiment={spec['experiment']}",
+            f"model.pos_embed={scheme}",
+            f"paths.data_dir={data_root}",
+            f"seed={args.seed}",
+            *(QUICK_CLASSIFIER if args.quick else []),
+            *args.override,
+            f"task_name={stem}_{scheme}",
+            f"hydra.run.dir={run_dir}",
+        ]
+        log(f"[{scheme}] training at {spec['base']} {spec['unit']} -> {run_dir}")
+        seconds = _run(cmd, env, out / f"{stem}_{scheme}.log")
+        entry: dict[str, Any] = {"train_seconds": round(seconds, 1), "test_acc": {}}
+        for size in sizes:
+            where = data_root if size == spec["base"] else data_root / f"{stem}_{size}"
+            eval_dir = run_dir / f"eval_{size}"
+            cmd = [
+                _cli("mmattn-eval"),
+                f"ckpt_path={_best_checkpoint(run_dir)}",
+                f"data={spec['data']}",
+                *data_overrides,
+                *_size_overrides(args.family, size),
+                f"paths.data_dir={where}",
+                *(["+trainer.limit_test_batches=1"] if args.quick else []),
+                f"hydra.run.dir={eval_dir}",
+            ]
+            _run(cmd, env, out / f"{stem}_{scheme}_{size}.log")
+            value = json.loads((eval_dir / "metrics.json").read_text()).get("test/acc")
+            entry["test_acc"][str(size)] = value
+            log(f"[{scheme}] {size} {spec['unit']}: test acc {value}")
+        results["runs"][scheme] = entry
+        write_outputs(results, out)
+    return results
+
+
+def resolution_markdown(results: dict[str, Any]) -> str:
+    """Test accuracy per scheme (rows) and test size (columns); the training size is marked."""
+    unit, base = results["unit"], results["base"]
+    head = ["scheme", *(f"{s} {unit}" + (" (trained)" if s == base else "") for s in results["sizes"])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for scheme, entry in results["runs"].items():
+        cells = [entry["test_acc"].get(str(s)) for s in results["sizes"]]
+        lines.append(f"| {scheme} | " + " | ".join("" if v is None else f"{v:.3f}" for v in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def resolution_picture(results: dict[str, Any], path: Path) -> None:
+    """Test accuracy against test size, one line per scheme, the training size marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for scheme, entry in results["runs"].items():
+        sizes = [s for s in results["sizes"] if entry["test_acc"].get(str(s)) is not None]
+        ax.plot(sizes, [entry["test_acc"][str(s)] for s in sizes], "o-", label=scheme)
+    ax.axvline(results["base"], color="grey", ls="--", lw=0.8, label="trained at")
+    ax.set_xlabel(f"test size ({results['unit']})")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"{results['experiment']}: accuracy at other sizes per position scheme", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def merge(files: list[Path], out: Path) -> Path:
+    """Join result files of one benchmark (the same split or family) into one set of outputs."""
+    merged: dict[str, Any] | None = None
+    for f in files:
+        part = json.loads(Path(f).read_text())
+        if merged is None:
+            merged = part
+            continue
+        key = "family" if "family" in part else "split"
+        if part.get(key) != merged.get(key):
+            raise SystemExit(
+                f"{f} holds {key} {part.get(key)!r}, the first file {merged.get(key)!r}: merge one at once"
+            )
+        merged["runs"].update(part["runs"])
+    if merged is None:
+        raise SystemExit("merge: no files given")
+    if "split" in merged:
+        merged["variants"] = [v for v in VARIANTS if any(v in run for run in merged["runs"].values())]
+    return write_outputs(merged, out.expanduser().absolute())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -221,15 +386,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     scan.add_argument("--out", type=Path, default=Path("results/position_lab"))
     scan.add_argument("--quick", action="store_true", help="tiny models and 2 batches: checks the plumbing only")
     scan.add_argument("override", nargs="*", help="extra Hydra overrides for every run, e.g. model.dim=64")
+    res = sub.add_parser("resolution", help="ViT / AST trained at one size, tested at others, per grid scheme")
+    res.add_argument("--family", default="vit", choices=tuple(RESOLUTION))
+    res.add_argument("--schemes", default=",".join(GRID_SCHEMES), help=f"comma-separated of {','.join(GRID_SCHEMES)}")
+    res.add_argument("--sizes", default=None, help="test sizes, e.g. 24,32,48,64 (px) or 0.5,1,2 (s)")
+    res.add_argument("--seed", type=int, default=42)
+    res.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of every run (default: all cores)")
+    res.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MMATTN_DATA_DIR", "data")))
+    res.add_argument("--out", type=Path, default=Path("results/position_lab"))
+    res.add_argument("--quick", action="store_true", help="1 epoch of 2 batches: checks the plumbing only")
+    res.add_argument("override", nargs="*", help="extra Hydra overrides of every training (data.* also of the tests)")
+    mer = sub.add_parser("merge", help="join result files of one benchmark")
+    mer.add_argument("files", nargs="+", type=Path)
+    mer.add_argument("--out", type=Path, default=Path("results/position_lab"))
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the chosen benchmark and print its markdown table."""
     args = parse_args(argv)
-    results = run_scan(args)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    sys.stdout.write(markdown(results, variants))
+    if args.bench == "merge":
+        table = merge(args.files, args.out)
+    else:
+        results = run_scan(args) if args.bench == "scan" else run_resolution(args)
+        table = write_outputs(results, args.out.expanduser().absolute())
+    sys.stdout.write(table.read_text())
 
 
 if __name__ == "__main__":

@@ -310,6 +310,8 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         if exact_lengths is not None:
             options["exact_lengths"] = exact_lengths
         pad, eos = self.tokenizer.pad_id, self.tokenizer.eos_id
+        if options.get("method") == "ctc" and exact_lengths is not None:
+            raise ValueError("decoding.oracle_length fixes the decoder's steps; CTC decoding (method=ctc) has none")
         if options.pop("method", "attention") == "ctc":
             return ctc_greedy_decode(self.net, src, blank_id=pad, eos_id=eos, pad_id=pad)
         beam_size = int(options.pop("beam_size"))

@@ -49,5 +49,8 @@ def test_without_eos_the_loss_skips_it_and_decoding_needs_the_oracle():
     assert [len(h.split()) for h in hyps] == [2, 1]
     with pytest.raises(ValueError, match="predict_eos=false trains no end of sequence.*oracle_length=true"):
         Seq2SeqModule(_net(), tokenizer=IdTokenizer(V), predict_eos=False)
+    module.decoding["method"] = "ctc"
+    with pytest.raises(ValueError, match="CTC decoding \\(method=ctc\\) has none"):
+        module.generate(src, exact_lengths=torch.tensor([3, 2]))
     with pytest.raises(ValueError, match="oracle_length takes each reference.s length: it serves evaluation only"):
         module.predict_step({"inputs": src}, 0)
