@@ -371,6 +371,16 @@ def merge(files: list[Path], out: Path) -> Path:
     return write_outputs(merged, out.expanduser().absolute())
 
 
+def _run_options(parser: argparse.ArgumentParser, quick: str, override: str) -> None:
+    """Options every training benchmark takes."""
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of every run (default: all cores)")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MMATTN_DATA_DIR", "data")))
+    parser.add_argument("--out", type=Path, default=Path("results/position_lab"))
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("override", nargs="*", help=override)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -380,22 +390,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     scan.add_argument("--schemes", default=",".join(SCAN_SCHEMES), help=f"comma-separated of {','.join(SCAN_SCHEMES)}")
     scan.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated of {','.join(VARIANTS)}")
     scan.add_argument("--epochs", type=int, default=12)
-    scan.add_argument("--seed", type=int, default=42)
-    scan.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of every run (default: all cores)")
-    scan.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MMATTN_DATA_DIR", "data")))
-    scan.add_argument("--out", type=Path, default=Path("results/position_lab"))
-    scan.add_argument("--quick", action="store_true", help="tiny models and 2 batches: checks the plumbing only")
-    scan.add_argument("override", nargs="*", help="extra Hydra overrides for every run, e.g. model.dim=64")
+    _run_options(
+        scan,
+        "tiny models and 2 batches: checks the plumbing only",
+        "extra Hydra overrides of every run, e.g. model.dim=64",
+    )
     res = sub.add_parser("resolution", help="ViT / AST trained at one size, tested at others, per grid scheme")
     res.add_argument("--family", default="vit", choices=tuple(RESOLUTION))
     res.add_argument("--schemes", default=",".join(GRID_SCHEMES), help=f"comma-separated of {','.join(GRID_SCHEMES)}")
     res.add_argument("--sizes", default=None, help="test sizes, e.g. 24,32,48,64 (px) or 0.5,1,2 (s)")
-    res.add_argument("--seed", type=int, default=42)
-    res.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of every run (default: all cores)")
-    res.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MMATTN_DATA_DIR", "data")))
-    res.add_argument("--out", type=Path, default=Path("results/position_lab"))
-    res.add_argument("--quick", action="store_true", help="1 epoch of 2 batches: checks the plumbing only")
-    res.add_argument("override", nargs="*", help="extra Hydra overrides of every training (data.* also of the tests)")
+    _run_options(
+        res,
+        "1 epoch of 2 batches: checks the plumbing only",
+        "extra Hydra overrides of every training (data.* also of the tests)",
+    )
     mer = sub.add_parser("merge", help="join result files of one benchmark")
     mer.add_argument("files", nargs="+", type=Path)
     mer.add_argument("--out", type=Path, default=Path("results/position_lab"))
