@@ -103,12 +103,8 @@ class RotaryEmbedding(nn.Module):
 
     def rotate(self, x: Tensor, *, offset: int = 0) -> Tensor:
         """Rotate `x` [..., N, d] whose first token sits at position `offset`."""
-        n = x.shape[-2]
-        if offset + n > self.cos.shape[0]:
-            self._build(max(offset + n, 2 * self.cos.shape[0]))
-        cos = self.cos[offset : offset + n]
-        sin = self.sin[offset : offset + n]
-        return apply_rotary(x, cos, sin, interleaved=self.interleaved)
+        angles = self.angles_range(offset, x.shape[-2])
+        return apply_rotary(x, angles.cos, angles.sin, interleaved=self.interleaved)
 
     def forward(self, q: Tensor, k: Tensor, *, offset: int = 0) -> tuple[Tensor, Tensor]:
         """Rotate queries and keys that start at position `offset`."""
