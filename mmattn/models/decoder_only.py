@@ -25,6 +25,7 @@ from .encoder_decoder import (
     _example_ids,
     cache_positions,
     check_sequence_positions,
+    next_positions,
 )
 
 __all__ = ["DecoderOnly"]
@@ -91,7 +92,7 @@ class DecoderOnly(nn.Module):
         check_heads(dim, num_heads)
         if context_length < 1:
             raise ValueError(f"context_length must be >= 1, got {context_length}")
-        table = context_length if random_positions is None else max(random_positions, context_length)
+        table = context_length if random_positions is None else random_positions
         check_sequence_positions(
             "positions", positions, max_positions=table, random_positions=random_positions, causal=True
         )
@@ -180,11 +181,7 @@ class DecoderOnly(nn.Module):
                 "cut the input from the left (sampling does this with a warning)"
             )
         n = ids.shape[1]
-        pos = positions
-        if pos is None and cache is not None and cache.positions is not None:
-            pos = cache.positions[offset : offset + n]
-        elif pos is None and cache is None and self.random_positions is not None:
-            pos = self.random_positions.draw(n, device=ids.device)
+        pos = next_positions(self.random_positions, cache, n, ids.device) if positions is None else positions
         h = self.decoder(self.embed(ids, offset=offset, positions=pos), cache=cache, positions=pos)
         return self.output(h)
 

@@ -310,10 +310,10 @@ class EncoderDecoder(nn.Module):
             if self.source_pos is not None:
                 tokens = self.source_pos(tokens, embedded.layout.shape)
             mask = src_padding_mask if src_padding_mask is not None else embedded.padding_mask
-            pos = self._draw(tokens.shape[1], tokens.device)
+            pos = next_positions(self.random_positions, None, tokens.shape[1], tokens.device)
         else:
             mask = src == self.pad_id if src_padding_mask is None else src_padding_mask
-            pos = self._draw(src.shape[1], src.device)
+            pos = next_positions(self.random_positions, None, src.shape[1], src.device)
             tokens = self.src_embed(src, positions=pos)
         # An all-False mask costs a masked attention kernel for nothing.
         mask = mask if mask is not None and bool(mask.any()) else None
@@ -330,10 +330,6 @@ class EncoderDecoder(nn.Module):
         if self.random_positions is not None:
             limits.append((self.random_positions.max_len, "model.random_positions"))
         return min(limits) if limits else None
-
-    def _draw(self, n: int, device: torch.device) -> Tensor | None:
-        """Randomised positions for n tokens, or None (0, 1, 2, ...) without them."""
-        return None if self.random_positions is None else self.random_positions.draw(n, device=device)
 
     def encode_padded(self, src: Any) -> tuple[Tensor, Tensor]:
         """`encode` with the padding mask always a tensor (no data-dependent branch, so it exports)."""
@@ -365,11 +361,7 @@ class EncoderDecoder(nn.Module):
         """
         n = tgt_in.shape[1]
         offset = 0 if cache is None else cache.length
-        pos = positions
-        if pos is None and cache is None:
-            pos = self._draw(n, tgt_in.device)
-        elif pos is None and cache.positions is not None:
-            pos = cache.positions[offset : offset + n]
+        pos = next_positions(self.random_positions, cache, n, tgt_in.device) if positions is None else positions
         y = self.tgt_embed(tgt_in, offset=offset, positions=pos)
         h = self.decoder(y, memory, memory_key_padding_mask=memory_padding_mask, cache=cache, positions=pos)
         return self.output(h)
@@ -415,6 +407,15 @@ class EncoderDecoder(nn.Module):
         if self.src_embed is not None:
             names.add("src_embed.embed.weight")
         return names
+
+
+def next_positions(
+    random: RandomPositions | None, cache: DecoderCache | None, n: int, device: torch.device
+) -> Tensor | None:
+    """Positions of n new tokens: the cache's next ones, a randomised draw without a cache, or None (0, 1, 2, ...)."""
+    if cache is not None:
+        return None if cache.positions is None else cache.positions[cache.length : cache.length + n]
+    return None if random is None else random.draw(n, device=device)
 
 
 def cache_positions(random: RandomPositions | None, max_len: int, device: torch.device) -> Tensor | None:
