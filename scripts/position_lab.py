@@ -31,11 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from cli_runs import cli, env_with_threads, log, pyplot, run
 
 # Scheme name -> the model overrides that select it. NoPE needs an encoder scheme of its own (a bidirectional
 # encoder without positions sees a bag of tokens): it gets rotary there.
@@ -62,35 +62,6 @@ QUICK = [
 ]
 
 
-def log(msg: str) -> None:
-    """Progress on stderr."""
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _run(cmd: list[str], env: dict[str, str], log_file: Path) -> float:
-    """Run one CLI command, its output into `log_file`; return its wall time. Raises with the log's tail on failure."""
-    start = time.perf_counter()
-    with log_file.open("w") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        tail = log_file.read_text()[-3000:]
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); see {log_file}:\n{tail}")
-    return time.perf_counter() - start
-
-
-def _env(threads: int | None) -> dict[str, str]:
-    """The environment of every run: OMP_NUM_THREADS when asked."""
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    return env
-
-
-def _cli(name: str) -> str:
-    """A console script of this environment."""
-    return str(Path(sys.executable).parent / name)
-
-
 def _choose(value: str, allowed: Any, flag: str) -> list[str]:
     """The comma-separated choices of `flag`, checked."""
     chosen = [v.strip() for v in value.split(",") if v.strip()]
@@ -112,7 +83,7 @@ def run_scan(args: argparse.Namespace) -> dict[str, Any]:
     variants = _choose(args.variants, VARIANTS, "--variants")
     out = args.out.expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
-    env = _env(args.threads)
+    env = env_with_threads(args.threads)
     base = [
         "experiment=scan_length",
         f"data.split={args.split}",
@@ -142,7 +113,7 @@ def run_scan(args: argparse.Namespace) -> dict[str, Any]:
                     ["module.predict_eos=false", "module.decoding.oracle_length=true"] if variant == "no_eos" else []
                 )
                 cmd = [
-                    _cli("mmattn-train"),
+                    cli("mmattn-train"),
                     *base,
                     *SCAN_SCHEMES[scheme],
                     *extra,
@@ -150,7 +121,7 @@ def run_scan(args: argparse.Namespace) -> dict[str, Any]:
                     f"hydra.run.dir={run_dir}",
                 ]
                 log(f"[{scheme}] training ({train_variant}) -> {run_dir}")
-                seconds = _run(cmd, env, out / f"{args.split}_{scheme}_{train_variant}.log")
+                seconds = run(cmd, env, out / f"{args.split}_{scheme}_{train_variant}.log")
                 metrics = json.loads((run_dir / "metrics.json").read_text())
                 entry[f"train_{train_variant}"] = {"seconds": round(seconds, 1), "metrics": metrics}
                 trained[train_variant] = run_dir
@@ -158,7 +129,7 @@ def run_scan(args: argparse.Namespace) -> dict[str, Any]:
             if variant == "eos_oracle":
                 eval_dir = run_dir / "oracle_eval"
                 cmd = [
-                    _cli("mmattn-eval"),
+                    cli("mmattn-eval"),
                     f"ckpt_path={_best_checkpoint(run_dir)}",
                     "decoding.oracle_length=true",
                     f"paths.data_dir={args.data_dir.expanduser().absolute()}",
@@ -166,7 +137,7 @@ def run_scan(args: argparse.Namespace) -> dict[str, Any]:
                     f"hydra.run.dir={eval_dir}",
                 ]
                 log(f"[{scheme}] oracle-length evaluation")
-                _run(cmd, env, out / f"{args.split}_{scheme}_eos_oracle.log")
+                run(cmd, env, out / f"{args.split}_{scheme}_eos_oracle.log")
                 metrics = json.loads((eval_dir / "metrics.json").read_text())
             else:
                 metrics = entry[f"train_{train_variant}"]["metrics"]
@@ -198,7 +169,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def picture(results: dict[str, Any], path: Path) -> None:
     """Grouped bars: test exact match per scheme (groups) and variant (bars), the 0.5 target as a line."""
-    plt = _pyplot()
+    plt = pyplot()
     variants = results["variants"]
     schemes = list(results["runs"])
     width = 0.8 / len(variants)
@@ -216,15 +187,6 @@ def picture(results: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> Path:
@@ -270,7 +232,7 @@ def run_resolution(args: argparse.Namespace) -> dict[str, Any]:
     out = args.out.expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
     data_root = args.data_dir.expanduser().absolute()
-    env = _env(args.threads)
+    env = env_with_threads(args.threads)
     stem = f"resolution_{args.family}"
     # Overrides of the data describe the dataset, so the test sets of every size are made with them too.
     data_overrides = [o for o in args.override if o.lstrip("+").startswith("data.")]
@@ -287,7 +249,7 @@ def run_resolution(args: argparse.Namespace) -> dict[str, Any]:
     for scheme in schemes:
         run_dir = out / stem / scheme
         cmd = [
-            _cli("mmattn-train"),
+            cli("mmattn-train"),
             f"experiment={spec['experiment']}",
             f"model.pos_embed={scheme}",
             f"paths.data_dir={data_root}",
@@ -298,13 +260,13 @@ def run_resolution(args: argparse.Namespace) -> dict[str, Any]:
             f"hydra.run.dir={run_dir}",
         ]
         log(f"[{scheme}] training at {spec['base']} {spec['unit']} -> {run_dir}")
-        seconds = _run(cmd, env, out / f"{stem}_{scheme}.log")
+        seconds = run(cmd, env, out / f"{stem}_{scheme}.log")
         entry: dict[str, Any] = {"train_seconds": round(seconds, 1), "test_acc": {}}
         for size in sizes:
             where = data_root if size == spec["base"] else data_root / f"{stem}_{size}"
             eval_dir = run_dir / f"eval_{size}"
             cmd = [
-                _cli("mmattn-eval"),
+                cli("mmattn-eval"),
                 f"ckpt_path={_best_checkpoint(run_dir)}",
                 f"data={spec['data']}",
                 *data_overrides,
@@ -313,7 +275,7 @@ def run_resolution(args: argparse.Namespace) -> dict[str, Any]:
                 *(["+trainer.limit_test_batches=1"] if args.quick else []),
                 f"hydra.run.dir={eval_dir}",
             ]
-            _run(cmd, env, out / f"{stem}_{scheme}_{size}.log")
+            run(cmd, env, out / f"{stem}_{scheme}_{size}.log")
             value = json.loads((eval_dir / "metrics.json").read_text()).get("test/acc")
             entry["test_acc"][str(size)] = value
             log(f"[{scheme}] {size} {spec['unit']}: test acc {value}")
@@ -335,7 +297,7 @@ def resolution_markdown(results: dict[str, Any]) -> str:
 
 def resolution_picture(results: dict[str, Any], path: Path) -> None:
     """Test accuracy against test size, one line per scheme, the training size marked."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     for scheme, entry in results["runs"].items():
         sizes = [s for s in results["sizes"] if entry["test_acc"].get(str(s)) is not None]

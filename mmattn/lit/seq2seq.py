@@ -4,6 +4,7 @@ word and character error rate."""
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,8 +23,41 @@ from mmattn.lit.base import MMattnModule, plain
 from mmattn.lit.tokenizer_state import TOKENIZER_KEY, CarriesTokenizer, adopt_tokenizer, tokenizer_from_checkpoint
 from mmattn.modality import FileReader, modality_name
 from mmattn.models.decoding import beam_search, ctc_greedy_decode, greedy_decode
+from mmattn.nn.capture import attention_layers, capture_attention
 
-__all__ = ["Seq2SeqModule", "TOKENIZER_KEY", "pad_ids", "tokenizer_from_checkpoint"]
+__all__ = ["Seq2SeqModule", "TOKENIZER_KEY", "guided_attention_loss", "pad_ids", "tokenizer_from_checkpoint"]
+
+# The decoder's cross-attention layers of the shared EncoderDecoder, which guided attention steers.
+CROSS_ATTENTION = "decoder.layers.*.cross_attn"
+
+
+def guided_attention_loss(
+    weights: Sequence[Tensor], query_lengths: Tensor, key_lengths: Tensor, sigma: float
+) -> Tensor:
+    """Attention mass away from the diagonal (Tachibana et al., 2017), per query row and head, averaged over layers.
+
+    Query n of a row with N queries attending to key t of T keys is penalised by
+    `1 - exp(-((n + 0.5) / N - (t + 0.5) / T)^2 / (2 sigma^2))`: near 0 on the diagonal, near 1 far from it.
+
+    Args:
+        weights: Attention weights [B, H, N, M] of each layer (rows sum to 1 over the keys).
+        query_lengths: Real queries per row [B] (padding beyond them is ignored).
+        key_lengths: Real keys per row [B].
+        sigma: Width of the allowed band, as a fraction of the lengths (0.2 in the paper).
+    """
+    b, _, n, m = weights[0].shape
+    device = weights[0].device
+    q_len = query_lengths.to(device).clamp_min(1).float()[:, None, None]
+    k_len = key_lengths.to(device).clamp_min(1).float()[:, None, None]
+    q = (torch.arange(n, device=device).float()[None, :, None] + 0.5) / q_len  # [B, N, 1]
+    k = (torch.arange(m, device=device).float()[None, None, :] + 0.5) / k_len  # [B, 1, M]
+    penalty = 1 - torch.exp(-((q - k) ** 2) / (2 * sigma**2))
+    valid = (q <= 1) & (k <= 1)
+    penalty = (penalty * valid)[:, None]  # [B, 1, N, M]
+    rows = valid.any(dim=2).sum() * weights[0].shape[1]
+    total = sum((w.float() * penalty).sum() for w in weights)
+    return total / (rows.clamp_min(1) * len(weights))
+
 
 DECODING_KEYS = (
     "method",
@@ -73,6 +107,12 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             with `decoding.oracle_length`.
         ctc_weight: Weight w of the joint loss `(1 - w) * attention + w * CTC` (Kim et al., 2017; 0.3 is usual for
             speech); > 0 needs a net with a CTC head (`EncoderDecoder(ctc=True)`). CTC's blank is the pad id.
+        guided_attention: Weight of the guided-attention loss (Tachibana et al., 2017) added in training: the
+            decoder's cross-attention mass away from the diagonal of (target position, source position). It makes
+            the attention decoder align with the source early on monotonic tasks (speech), where it otherwise learns
+            to align late and skips or repeats words; 0 = off. Those layers take the explicit attention path in
+            training steps.
+        guided_sigma: Width of the band guided attention allows, as a fraction of the lengths (0.2 in the paper).
         decoding: method ("attention": greedy or beam search in the decoder; "ctc": CTC greedy decoding of the
             encoder, the fast path), beam_size (1 = greedy), length_penalty, max_len_a, max_len_b (budget = a *
             encoder length + b), hard_max, ctc_weight (attention decoding scored jointly with the CTC head's prefix
@@ -105,6 +145,8 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         weight_decay: float = 0.0,
         label_smoothing: float = 0.1,
         ctc_weight: float = 0.0,
+        guided_attention: float = 0.0,
+        guided_sigma: float = 0.2,
         predict_eos: bool = True,
         decoding: Mapping[str, Any] | None = None,
         val_decode_batches: int | None = 4,
@@ -143,6 +185,18 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             )
         if ctc_weight == 1.0 and decoding.get("method", "attention") == "attention" and joint < 1:
             raise ValueError("module.ctc_weight=1 trains no decoder: decode with module.decoding.method=ctc")
+        if guided_attention < 0 or guided_sigma <= 0:
+            raise ValueError(
+                f"module.guided_attention ({guided_attention}) must be >= 0 and module.guided_sigma ({guided_sigma}) "
+                "> 0; 0.2 is the paper's width"
+            )
+        if guided_attention > 0:
+            names = list(attention_layers(net))
+            if not any(fnmatch.fnmatch(n, CROSS_ATTENTION) for n in names):
+                raise ValueError(
+                    f"module.guided_attention steers the decoder's cross-attention ({CROSS_ATTENTION}), which "
+                    f"{type(net).__name__} does not have; set module.guided_attention=0"
+                )
         if not predict_eos and not decoding.get("oracle_length"):
             raise ValueError(
                 "module.predict_eos=false trains no end of sequence, so decoding could not stop: evaluate with "
@@ -167,6 +221,8 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         self.label_smoothing = float(label_smoothing)
         self.predict_eos = bool(predict_eos)
         self.ctc_weight = float(ctc_weight)
+        self.guided_attention = float(guided_attention)
+        self.guided_sigma = float(guided_sigma)
         defaults = {"method": "attention", "beam_size": 4, "length_penalty": 1.0, "max_len_a": 1.5, "max_len_b": 10}
         self.decoding = {**defaults, **decoding}
         self.val_decode_batches = val_decode_batches
@@ -175,6 +231,8 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             {
                 "label_smoothing": self.label_smoothing,
                 "ctc_weight": self.ctc_weight,
+                "guided_attention": self.guided_attention,
+                "guided_sigma": self.guided_sigma,
                 "decoding": self.decoding,
                 "val_decode_batches": val_decode_batches,
                 "metrics": list(metrics),
@@ -263,13 +321,32 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         # Positions after EOS hold padding in both tgt_in and tgt; the loss ignores them.
         tgt_in = torch.cat([torch.full_like(tgt[:, :1], bos), tgt[:, :-1]], dim=1)
         tokens = int((tgt != pad).sum())
-        if not self.ctc_weight:
+        guide = self.guided_attention > 0 and self.training and self.ctc_weight < 1
+        if not self.ctc_weight and not guide:
             return self._attention_loss(self.net(src, tgt_in), tgt), tokens, {}
         memory, mask = self.net.encode(src)
-        att = self._attention_loss(self.net.decode(tgt_in, memory, mask), tgt) if self.ctc_weight < 1 else None
-        ctc = self._ctc_loss(memory, mask, tgt)
-        loss = ctc if att is None else (1 - self.ctc_weight) * att + self.ctc_weight * ctc
-        return loss, tokens, {"ctc_loss": ctc} | ({} if att is None else {"att_loss": att})
+        parts: dict[str, Tensor] = {}
+        att = None
+        if self.ctc_weight < 1:
+            if guide:
+                with capture_attention(self.net, [CROSS_ATTENTION], keep_graph=True) as maps:
+                    logits = self.net.decode(tgt_in, memory, mask)
+                frames = torch.full_like(tgt[:, 0], memory.shape[1]) if mask is None else (~mask).sum(dim=1)
+                weights = [w for layer in maps.values() for w in layer]
+                parts["guide_loss"] = guided_attention_loss(weights, (tgt != pad).sum(dim=1), frames, self.guided_sigma)
+            else:
+                logits = self.net.decode(tgt_in, memory, mask)
+            att = self._attention_loss(logits, tgt)
+        if not self.ctc_weight:
+            loss = att
+        else:
+            parts["ctc_loss"] = ctc = self._ctc_loss(memory, mask, tgt)
+            loss = ctc if att is None else (1 - self.ctc_weight) * att + self.ctc_weight * ctc
+        if att is not None and (self.ctc_weight or guide):
+            parts["att_loss"] = att
+        if guide:
+            loss = loss + self.guided_attention * parts["guide_loss"]
+        return loss, tokens, parts
 
     def _attention_loss(self, logits: Tensor, tgt: Tensor) -> Tensor:
         if not self.predict_eos:

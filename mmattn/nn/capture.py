@@ -1,7 +1,8 @@
 """Recording attention weights during a forward pass: `capture_attention(model)` around any model built on the core.
 
 Off by default and free when off: each `MultiHeadAttention` checks one attribute. While recording, the chosen layers
-take the explicit softmax path (the one `need_weights=True` uses) and keep their weights [B, H, N, M], detached.
+take the explicit softmax path (the one `need_weights=True` uses) and keep their weights [B, H, N, M], detached
+(pictures) or, with `keep_graph=True`, in the autograd graph (losses on attention, such as guided attention).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _select(found: dict[str, MultiHeadAttention], layers: Sequence[int | str] | 
 
 @contextmanager
 def capture_attention(
-    model: nn.Module, layers: Sequence[int | str] | None = None, *, to_cpu: bool = True
+    model: nn.Module, layers: Sequence[int | str] | None = None, *, to_cpu: bool = True, keep_graph: bool = False
 ) -> Iterator[dict[str, list[Tensor]]]:
     """Record the attention weights of `model`'s attention layers for the forward passes run inside the block.
 
@@ -62,6 +63,7 @@ def capture_attention(
         layers: Which ones: indices into `attention_layers(model)` (negative from the end) or names / fnmatch
             patterns such as "encoder.layers.*.attn"; None = all.
         to_cpu: Move each recorded tensor to the CPU (keeps accelerator memory free during long captures).
+        keep_graph: Keep the weights in the autograd graph (a loss on them trains the model); implies no CPU move.
 
     Raises:
         ValueError: No attention layer, an index out of range (the message lists the valid ones), a name that
@@ -73,7 +75,7 @@ def capture_attention(
         raise ValueError(f"attention layers {busy} are already recording (nested capture_attention)")
     maps: dict[str, list[Tensor]] = {name: [] for name in chosen}
     for name, module in chosen.items():
-        module.record = _Sink(maps[name], to_cpu)
+        module.record = _Sink(maps[name], to_cpu and not keep_graph, keep_graph)
     try:
         yield maps
     finally:
@@ -84,9 +86,9 @@ def capture_attention(
 class _Sink:
     """Where one layer appends its weights."""
 
-    def __init__(self, out: list[Tensor], to_cpu: bool) -> None:
-        self.out, self.to_cpu = out, to_cpu
+    def __init__(self, out: list[Tensor], to_cpu: bool, keep_graph: bool = False) -> None:
+        self.out, self.to_cpu, self.keep_graph = out, to_cpu, keep_graph
 
     def __call__(self, weights: Tensor) -> None:
-        w = weights.detach()
+        w = weights if self.keep_graph else weights.detach()
         self.out.append(w.cpu() if self.to_cpu else w)

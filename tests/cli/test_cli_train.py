@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,16 @@ def test_train_then_eval_from_another_directory(run_cli, tiny_train, tmp_path: P
     # Attention pictures of validation images: rollout and class-token overlays, per-head grids.
     ckpt_abs = run / "checkpoints" / "last.ckpt"
     viz = ["what=attention", f"ckpt_path={ckpt_abs}", "num_samples=2", "out_dir=pics"]
-    pics = run_cli("mmattn-viz", *viz, cwd=tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ckpt = os.path.relpath(run / "checkpoints" / "last.ckpt", elsewhere)
+    # mmattn-viz and mmattn-eval (below) read the checkpoint independently: they run side by side.
+    # `+data.<key>` edits the data config stored in the checkpoint (the model is rebuilt from it too).
+    evaluation = ["mmattn-eval", f"ckpt_path={ckpt}", "+data.batch_size=4", "+trainer.limit_test_batches=2"]
+    with ThreadPoolExecutor(2) as pool:
+        pics_job = pool.submit(run_cli, "mmattn-viz", *viz, cwd=tmp_path)
+        eval_job = pool.submit(run_cli, *evaluation, cwd=elsewhere)
+        pics, result = pics_job.result(), eval_job.result()
     assert pics.returncode == 0, pics.stderr[-3000:]
     names = [Path(line).name for line in pics.stdout.splitlines()]
     assert names == ["attention_0.png", "heads_0.png", "attention_1.png", "heads_1.png"]
@@ -55,13 +65,6 @@ def test_train_then_eval_from_another_directory(run_cli, tiny_train, tmp_path: P
         visualize(compose_config("viz", mine))  # in this process: the CLI run above covered the command itself
     assert (tmp_path / "mine" / "attention_0.png").is_file()
 
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    ckpt = os.path.relpath(run / "checkpoints" / "last.ckpt", elsewhere)
-    # `+data.<key>` edits the data config stored in the checkpoint (the model is rebuilt from it too).
-    result = run_cli(
-        "mmattn-eval", f"ckpt_path={ckpt}", "+data.batch_size=4", "+trainer.limit_test_batches=2", cwd=elsewhere
-    )
     assert result.returncode == 0, result.stderr[-4000:]
     eval_run = _only_run_dir(elsewhere / "outputs" / "eval" / "runs")
     eval_metrics = json.loads((eval_run / "metrics.json").read_text())

@@ -29,6 +29,7 @@ __all__ = [
     "new_bpe",
     "text_chunks",
     "train_bpe",
+    "train_byte_bpe",
 ]
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
@@ -72,6 +73,25 @@ def train_bpe(chunks: Iterator[list[str]], vocab_size: int, min_frequency: int, 
         # The trainer keeps every character it sees even beyond vocab_size; the limit makes vocab_size a true upper
         # bound, and the rarest characters of a huge alphabet become <unk>.
         limit_alphabet=vocab_size - len(SPECIAL_TOKENS),
+        show_progress=False,
+    )
+    tok.train_from_iterator(chunks, trainer)
+    return tok
+
+
+def train_byte_bpe(chunks: Iterator[list[str]], vocab_size: int, min_frequency: int) -> Tokenizer:
+    """Train a byte-level BPE (GPT-2's scheme): merges over UTF-8 bytes, so every text round-trips exactly."""
+    # No normaliser: whitespace, newlines and case are kept, which a language model of raw text must predict.
+    # <unk> is declared for the checks every mmattn tokenizer passes; with all 256 bytes in the alphabet it never fires.
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS[UNK_ID]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        # All 256 byte symbols from the start: no text can hold an unseen one.
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(chunks, trainer)

@@ -40,7 +40,7 @@ from mmattn.data.token_files import (
 
 from .corpus import DOCUMENT_MODES, DocumentStream, default_workers, encode_stream, read_documents, text_files
 from .scan import interpret, scan_splits
-from .tokenizer import TextTokenizer
+from .tokenizer import BYTE_VOCAB_SIZE, TextTokenizer
 from .tokenizer_dir import TokenizerInRunDir
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ __all__ = [
     "read_documents",
 ]
 
+TOKENIZER_KINDS = ("bpe", "bytes", "byte_bpe")
 SPLIT_DIRS = {"train": ("train",), "val": ("valid", "val", "validation"), "test": ("test",)}
 
 
@@ -113,7 +114,8 @@ class TextFolderDataModule(TokenFileData, TokenizerInRunDir, L.LightningDataModu
 
     Args:
         root: The text folder.
-        tokenizer: "bpe" or "bytes".
+        tokenizer: "bpe" (words, whitespace runs become one space), "bytes" (raw UTF-8, 260 ids) or "byte_bpe" (a
+            byte-level BPE: merges of raw bytes, exact like "bytes" with fewer tokens per text).
         vocab_size: BPE vocabulary size (an upper bound: a small corpus gives fewer); "bytes" ignores it (260 ids).
         min_frequency: BPE: least count of a merge.
         lowercase: BPE: lowercase before tokenising.
@@ -140,7 +142,7 @@ class TextFolderDataModule(TokenFileData, TokenizerInRunDir, L.LightningDataModu
         self,
         root: str | Path,
         *,
-        tokenizer: Literal["bpe", "bytes"] = "bpe",
+        tokenizer: Literal["bpe", "bytes", "byte_bpe"] = "bpe",
         vocab_size: int = 8000,
         min_frequency: int = 2,
         lowercase: bool = False,
@@ -156,8 +158,13 @@ class TextFolderDataModule(TokenFileData, TokenizerInRunDir, L.LightningDataModu
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
-        if tokenizer not in ("bpe", "bytes"):
-            raise ValueError(f"data.tokenizer must be 'bpe' or 'bytes', got {tokenizer!r}")
+        if tokenizer not in TOKENIZER_KINDS:
+            raise ValueError(f"data.tokenizer must be one of {list(TOKENIZER_KINDS)}, got {tokenizer!r}")
+        if tokenizer == "byte_bpe" and (int(vocab_size) <= BYTE_VOCAB_SIZE or lowercase):
+            raise ValueError(
+                f"data.tokenizer=byte_bpe needs data.vocab_size > {BYTE_VOCAB_SIZE} (the specials and 256 bytes come "
+                f"first; got {vocab_size}) and data.lowercase=false (it keeps the text exactly; got {lowercase})"
+            )
         if documents not in DOCUMENT_MODES:
             raise ValueError(f"data.documents must be one of {list(DOCUMENT_MODES)}, got {documents!r}")
         if block_size < 1 or batch_size < 1:
@@ -170,8 +177,10 @@ class TextFolderDataModule(TokenFileData, TokenizerInRunDir, L.LightningDataModu
             )
         self.root = Path(root).expanduser()
         self.tokenizer_kind = tokenizer
-        self.vocab_size = 260 if tokenizer == "bytes" else int(vocab_size)
+        self.vocab_size = BYTE_VOCAB_SIZE if tokenizer == "bytes" else int(vocab_size)
         self.tokenizer_options = dict(vocab_size=self.vocab_size, min_frequency=min_frequency, lowercase=lowercase)
+        if tokenizer == "byte_bpe":
+            self.tokenizer_options["byte_level"] = True
         self.tokenizer_dir = None if tokenizer_dir is None else Path(tokenizer_dir).expanduser()
         self.token_dir = None if token_dir is None else Path(token_dir).expanduser()
         self.documents = documents
@@ -254,7 +263,8 @@ class TextFolderDataModule(TokenFileData, TokenizerInRunDir, L.LightningDataModu
         """The byte tokenizer, or a BPE trained on the training documents (streamed from the files)."""
         if self.tokenizer_kind == "bytes":
             return TextTokenizer.bytes()
-        log.info(f"training a BPE tokenizer (vocab_size {self.vocab_size}) on the train split of {self.root}")
+        kind = "byte-level BPE" if self.tokenizer_kind == "byte_bpe" else "BPE"
+        log.info(f"training a {kind} tokenizer (vocab_size {self.vocab_size}) on the train split of {self.root}")
         return TextTokenizer.train(self.split_documents("train"), **self.tokenizer_options)
 
     def _workers(self) -> int:

@@ -3,7 +3,9 @@
 Both kinds are HF `tokenizers` objects with mmattn's special tokens at ids 0..3 (`mmattn.tasks.text.bpe`), so models,
 collate functions and checkpoints treat them alike. BPE normalises text as the translation tokenizer does (whitespace
 runs become one space) and maps characters it never saw to `<unk>`; the byte kind keeps every byte exactly (ids 4..259
-are the 256 byte values), so it never produces `<unk>` and decodes invalid UTF-8 as U+FFFD.
+are the 256 byte values), so it never produces `<unk>` and decodes invalid UTF-8 as U+FFFD. A byte-level BPE
+(`TextTokenizer.train(..., byte_level=True)`, GPT-2's scheme) merges bytes: as exact as the byte kind, with fewer
+tokens per text.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ from .bpe import (
     content_ids,
     text_chunks,
     train_bpe,
+    train_byte_bpe,
 )
 
-__all__ = ["TEXT_TOKENIZER_FILE", "TextTokenizer"]
+__all__ = ["BYTE_VOCAB_SIZE", "TEXT_TOKENIZER_FILE", "TextTokenizer"]
 
 TEXT_TOKENIZER_FILE = "tokenizer.json"
+# The byte kind's ids: the special tokens and the 256 byte values.
+BYTE_VOCAB_SIZE = len(SPECIAL_TOKENS) + 256
 
 
 def _byte_chars() -> list[str]:
@@ -97,9 +102,19 @@ class TextTokenizer:
 
     @classmethod
     def train(
-        cls, texts: Iterable[str], *, vocab_size: int = 8000, min_frequency: int = 2, lowercase: bool = False
+        cls,
+        texts: Iterable[str],
+        *,
+        vocab_size: int = 8000,
+        min_frequency: int = 2,
+        lowercase: bool = False,
+        byte_level: bool = False,
     ) -> TextTokenizer:
         """Train a BPE on `texts` (read once: a list, a generator or an open file).
+
+        `byte_level=True` trains GPT-2's byte-level BPE instead: no normaliser (`lowercase` must stay False), so
+        whitespace and newlines survive and decode(encode(text)) == text; it needs `vocab_size` > 260 (the 4
+        special tokens and 256 bytes come first).
 
         Raises:
             ValueError: `vocab_size` below `MIN_VOCAB_SIZE`, `min_frequency` below 1, or no non-blank text.
@@ -109,9 +124,18 @@ class TextTokenizer:
             raise ValueError(f"vocab_size {vocab_size} is too small: it must be >= {MIN_VOCAB_SIZE}")
         if min_frequency < 1:
             raise ValueError(f"min_frequency must be >= 1, got {min_frequency}")
+        if byte_level and (lowercase or vocab_size <= BYTE_VOCAB_SIZE):
+            raise ValueError(
+                f"a byte-level BPE needs vocab_size > {BYTE_VOCAB_SIZE} (got {vocab_size}) and lowercase=False "
+                f"(got {lowercase}): it keeps the text exactly"
+            )
         check_texts(texts, "texts")
         non_blank = {"texts": False}
-        tok = train_bpe(text_chunks(texts, "texts", non_blank), vocab_size, min_frequency, lowercase)
+        chunks = text_chunks(texts, "texts", non_blank)
+        if byte_level:
+            tok = train_byte_bpe(chunks, vocab_size, min_frequency)
+        else:
+            tok = train_bpe(chunks, vocab_size, min_frequency, lowercase)
         check_non_blank(non_blank, "texts")
         return cls(tok, kind="bpe")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transf
 from timm.data import auto_augment as timm_auto_augment
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import Compose, InterpolationMode, RandomAffine
 
 from mmattn.data import ClassificationDataModule, SkippingDataLoader, collate_skipping
 from mmattn.data.shard_data import StreamedData
@@ -45,6 +46,21 @@ for _name, _op in list(timm_auto_augment.NAME_TO_OP.items()):
         timm_auto_augment.NAME_TO_OP[_name] = _posterize
 
 
+AFFINE_KEYS = ("degrees", "translate", "scale", "shear")
+
+
+def random_affine(options: Mapping[str, Any]) -> RandomAffine:
+    """torchvision's `RandomAffine` (bilinear) from `data.affine`, whose keys are checked against `AFFINE_KEYS`."""
+    unknown = sorted(set(options) - set(AFFINE_KEYS))
+    if unknown:
+        raise ValueError(
+            f"data.affine has unknown key(s) {unknown}; use {', '.join(AFFINE_KEYS)} (torchvision's RandomAffine)"
+        )
+    kwargs = {k: tuple(v) if isinstance(v, Sequence) else v for k, v in options.items()}
+    kwargs.setdefault("degrees", 0)
+    return RandomAffine(**kwargs, interpolation=InterpolationMode.BILINEAR)
+
+
 class ImageDataLoader(SkippingDataLoader):
     """`mmattn.data.SkippingDataLoader` whose warning calls the skipped files image files."""
 
@@ -65,6 +81,10 @@ class ImageClassificationDataModule(StreamedData, ClassificationDataModule):
         drop_last: Drop the last incomplete training batch (batch-wise Mixup needs equal, even batches).
         img_size: Side of the square model input.
         auto_augment: timm augmentation policy, e.g. "rand-m9-mstd0.5-inc1" (RandAugment); None disables it.
+        affine: Keyword arguments of torchvision's `RandomAffine` (degrees, translate, scale, shear), applied to the
+            training image after timm's random-resized crop (at `img_size`); None disables it. Small rotations,
+            shifts and shears are the augmentation of small grayscale sets (digits, scans), where flips and colour
+            policies do not apply.
         re_prob: Random-erasing probability.
         hflip: Horizontal-flip probability.
         vflip: Vertical-flip probability.
@@ -100,6 +120,7 @@ class ImageClassificationDataModule(StreamedData, ClassificationDataModule):
         drop_last: bool = True,
         img_size: int = 224,
         auto_augment: str | None = None,
+        affine: Mapping[str, Any] | None = None,
         re_prob: float = 0.0,
         hflip: float = 0.5,
         vflip: float = 0.0,
@@ -132,7 +153,7 @@ class ImageClassificationDataModule(StreamedData, ClassificationDataModule):
         self.img_size = img_size
         self.skip_bad_files = skip_bad_files
         common = dict(interpolation=interpolation, mean=tuple(map(float, mean)), std=tuple(map(float, std)))
-        self.train_transform = create_transform(
+        train_transform = create_transform(
             img_size,
             is_training=True,
             auto_augment=auto_augment,
@@ -144,6 +165,12 @@ class ImageClassificationDataModule(StreamedData, ClassificationDataModule):
             color_jitter=color_jitter,
             **common,
         )
+        if affine:
+            # After timm's random-resized crop: shifts and angles act on the image at the model's input size, so
+            # an upsampled small image moves by fractions of its own pixels.
+            steps = list(train_transform.transforms)
+            train_transform = Compose([steps[0], random_affine(affine), *steps[1:]])
+        self.train_transform = train_transform
         # "random" interpolation is a training-only choice; evaluation must be deterministic.
         common["interpolation"] = "bilinear" if interpolation == "random" else interpolation
         self.eval_transform = create_transform(img_size, is_training=False, crop_pct=crop_pct, **common)

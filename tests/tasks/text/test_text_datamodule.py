@@ -71,6 +71,24 @@ def test_split_folders_are_packed_into_blocks_with_bos_and_eos(tmp_path: Path) -
     assert batch["ids"].tolist() == [[BOS_ID, *b("fg"), EOS_ID]] and dm.datasets["test"] is dm.datasets["val"]
 
 
+def test_byte_bpe_keeps_the_text_exactly_and_is_checked(tmp_path: Path) -> None:
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\n  All:\tSpeak, speak.\n" * 30
+    _write(tmp_path / "train" / "a.txt", text)
+    _write(tmp_path / "valid" / "b.txt", text[:200])
+    dm = TextFolderDataModule(tmp_path, tokenizer="byte_bpe", vocab_size=300, documents="file", block_size=8)
+    dm.setup("fit")
+    stream = dm.datasets["train"].stream.tolist()
+    assert stream[0] == BOS_ID and stream[-1] == EOS_ID
+    assert dm.tokenizer.decode(stream[1:-1]) == text.strip("\n")  # "file" documents lose only their outer newlines
+    assert len(stream) < len(text.encode()) / 2
+    with pytest.raises(ValueError, match="data.tokenizer must be one of"):
+        TextFolderDataModule(tmp_path, tokenizer="wordpiece")
+    with pytest.raises(ValueError, match="byte_bpe needs data.vocab_size > 260"):
+        TextFolderDataModule(tmp_path, tokenizer="byte_bpe", vocab_size=256)
+    with pytest.raises(ValueError, match="data.lowercase=false"):
+        TextFolderDataModule(tmp_path, tokenizer="byte_bpe", vocab_size=512, lowercase=True)
+
+
 def test_a_flat_folder_is_split_by_documents_and_the_tokenizer_is_saved_and_reused(tmp_path: Path) -> None:
     lines = "".join(f"walk {w} twice\n" for w in ["left", "right", "around", "and", "after"] * 8)
     _write(tmp_path / "text" / "corpus.txt", lines)

@@ -1,4 +1,5 @@
-"""TextTokenizer: bytes round-trip exactly, BPE maps unseen characters to <unk>, saving, pickling, errors."""
+"""TextTokenizer: bytes and byte-level BPE round-trip exactly, BPE maps unseen characters to <unk>, saving, pickling,
+errors."""
 
 from __future__ import annotations
 
@@ -31,6 +32,24 @@ def test_bpe_maps_unseen_characters_to_unk_and_decodes_batches() -> None:
     rows = [[BOS_ID, *tok.encode("jump"), EOS_ID, PAD_ID, PAD_ID], [*tok.encode("look left"), EOS_ID]]
     assert tok.decode_batch(rows) == ["jump", "look left"] == tok.decode_tgt_batch(rows)
     assert tok.encode_batch(["jump", "run"]) == [tok.encode("jump"), tok.encode("run")]
+
+
+def test_byte_level_bpe_round_trips_every_string_with_fewer_tokens_than_bytes() -> None:
+    prose = ["To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer"] * 20
+    tok = TextTokenizer.train(prose, vocab_size=300, min_frequency=2, byte_level=True)
+    assert tok.kind == "bpe" and 260 < tok.vocab_size <= 300
+    # Spacing, newlines, tabs, unseen scripts and a "</s>" spelled in the text all come back exactly.
+    for text in (prose[0], "  two  spaces\n\n\ttab", "日本 ß 🙂", "</s> <unk>"):
+        ids = tok.encode(text)
+        assert UNK_ID not in ids and min(ids) >= 4
+        assert tok.decode([BOS_ID, *ids, EOS_ID, PAD_ID]) == text
+    # Merges: the trained text takes far fewer tokens than bytes.
+    assert len(tok.encode(prose[0])) < len(prose[0].encode()) / 2
+    assert TextTokenizer.from_dict(tok.to_dict()).encode(prose[0]) == tok.encode(prose[0])
+    with pytest.raises(ValueError, match="byte-level BPE needs vocab_size > 260"):
+        TextTokenizer.train(prose, vocab_size=260, byte_level=True)
+    with pytest.raises(ValueError, match="lowercase=False"):
+        TextTokenizer.train(prose, vocab_size=300, byte_level=True, lowercase=True)
 
 
 def test_save_load_dict_and_pickle_keep_the_tokenizer(tmp_path: Path) -> None:

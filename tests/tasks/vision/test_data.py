@@ -128,6 +128,7 @@ def test_num_classes_is_checked(tmp_path: Path) -> None:
         (dict(crop_pct=1.5), "crop_pct 1.5"),
         (dict(scale=(0.08, 1.2)), r"scale \(0.08, 1.2\)"),
         (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(affine={"degrees": 10, "rotate": 5}), r"data.affine has unknown key\(s\) \['rotate'\]"),
     ],
 )
 def test_bad_options_raise_at_construction(tmp_path: Path, kwargs: dict, match: str) -> None:
@@ -146,6 +147,23 @@ def test_transforms(tmp_path: Path) -> None:
     out = dm.eval_transform(img)
     expected = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255 * 2 - 1
     torch.testing.assert_close(out, expected)
+
+
+def test_affine_moves_the_training_image_only(tmp_path: Path) -> None:
+    # A bright 2 x 2 block in an 8 x 8 image: shifts move it, and the eval transform leaves it where it is.
+    pixels = np.zeros((8, 8), dtype=np.uint8)
+    pixels[3:5, 3:5] = 255
+    img = Image.fromarray(pixels, mode="L").convert("RGB")
+    options = dict(img_size=8, hflip=0.0, scale=(1.0, 1.0), mean=(0, 0, 0), std=(1, 1, 1))
+    dm = ImageFolderDataModule(tmp_path, affine={"translate": [0.25, 0.25]}, **options)
+    plain = ImageFolderDataModule(tmp_path, **options)
+    torch.manual_seed(0)
+    moved = [dm.train_transform(img)[0] for _ in range(20)]
+    still = plain.train_transform(img)[0]
+    centre = lambda t: (t * torch.arange(8.0)[:, None]).sum() / t.sum()  # noqa: E731 (row of the block's centre)
+    # torchvision shifts by whole pixels: up to 2 either way here.
+    assert {round(centre(t).item(), 3) for t in moved} == {1.5, 2.5, 3.5, 4.5, 5.5}
+    assert centre(still).item() == pytest.approx(3.5) and torch.equal(dm.eval_transform(img), plain.eval_transform(img))
 
 
 # CIFAR ---------------------------------------------------------------------------------------------------------------
