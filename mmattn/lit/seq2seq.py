@@ -45,7 +45,7 @@ def guided_attention_loss(
         key_lengths: Real keys per row [B].
         sigma: Width of the allowed band, as a fraction of the lengths (0.2 in the paper).
     """
-    b, _, n, m = weights[0].shape
+    _, heads, n, m = weights[0].shape
     device = weights[0].device
     q_len = query_lengths.to(device).clamp_min(1).float()[:, None, None]
     k_len = key_lengths.to(device).clamp_min(1).float()[:, None, None]
@@ -54,9 +54,16 @@ def guided_attention_loss(
     penalty = 1 - torch.exp(-((q - k) ** 2) / (2 * sigma**2))
     valid = (q <= 1) & (k <= 1)
     penalty = (penalty * valid)[:, None]  # [B, 1, N, M]
-    rows = valid.any(dim=2).sum() * weights[0].shape[1]
+    rows = valid.any(dim=2).sum() * heads
     total = sum((w.float() * penalty).sum() for w in weights)
     return total / (rows.clamp_min(1) * len(weights))
+
+
+def _memory_lengths(memory: Tensor, mask: Tensor | None) -> Tensor:
+    """Real encoder tokens per row [B] of `memory` [B, S, D] (padding marked True in `mask`)."""
+    if mask is None:
+        return torch.full((memory.shape[0],), memory.shape[1], dtype=torch.long, device=memory.device)
+    return (~mask).sum(dim=1)
 
 
 DECODING_KEYS = (
@@ -331,8 +338,8 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
             if guide:
                 with capture_attention(self.net, [CROSS_ATTENTION], keep_graph=True) as maps:
                     logits = self.net.decode(tgt_in, memory, mask)
-                frames = torch.full_like(tgt[:, 0], memory.shape[1]) if mask is None else (~mask).sum(dim=1)
                 weights = [w for layer in maps.values() for w in layer]
+                frames = _memory_lengths(memory, mask)
                 parts["guide_loss"] = guided_attention_loss(weights, (tgt != pad).sum(dim=1), frames, self.guided_sigma)
             else:
                 logits = self.net.decode(tgt_in, memory, mask)
@@ -362,9 +369,7 @@ class Seq2SeqModule(CarriesTokenizer, MMattnModule):
         """CTC per target token; the targets are `tgt` without EOS, the blank is the pad id."""
         pad = self.tokenizer.pad_id
         log_probs = torch.log_softmax(self.net.ctc_logits(memory).float(), dim=-1).transpose(0, 1)  # [S, B, V]
-        frames = torch.full((memory.shape[0],), memory.shape[1], dtype=torch.long, device=memory.device)
-        if mask is not None:
-            frames = (~mask).sum(dim=1)
+        frames = _memory_lengths(memory, mask)
         labels = (tgt != pad).sum(dim=1) - 1  # EOS is the last real token of every row
         # zero_infinity: an utterance with fewer frames than CTC needs for its labels adds nothing, not inf.
         loss = F.ctc_loss(log_probs, tgt, frames, labels, blank=pad, reduction="sum", zero_infinity=True)
